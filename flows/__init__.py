@@ -1,0 +1,1 @@
+"""Entry points that wire the components: the Prefect flow and the ``emoflow`` CLI."""

@@ -1,0 +1,58 @@
+"""Shared fixtures. State is isolated before anything imports MLflow or Prefect."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_STATE = Path(tempfile.mkdtemp(prefix="emoflow-tests-"))
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EMOFLOW_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+# Small enough for a 2-core CI machine, big enough that every split of every class exists.
+TINY_OVERRIDES = {
+    "sample": {"images_per_class": 12, "ckplus_subjects": 3, "ckplus_frames": 4},
+    "train": {"epochs": 2, "batch_size": 32},
+    "promote": {"thresholds": {"fer2013.accuracy": 0.0}},
+}
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = deep_merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return merged
+
+
+def write_params(folder: Path, overrides: dict) -> Path:
+    """The project's params.yaml with ``overrides`` merged in, written to ``folder``."""
+    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh sqlite tracking store and registry for one test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not available at {SHARED_DATA}")
+    return SHARED_DATA

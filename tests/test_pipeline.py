@@ -1,0 +1,164 @@
+"""End to end on a tiny built-in sample: DVC, the Prefect flow, the registry and the gate.
+
+The DVC run and the Prefect run happen once per module in two temporary copies of the
+project, with the same settings; each test then checks one property of their outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, TINY_OVERRIDES, write_params
+
+pytestmark = pytest.mark.slow
+PROJECT_FILES = ["components", "flows", "dvc.yaml", "pyproject.toml", ".dvc/config", ".gitignore"]
+MODEL_NAME = "emoflow-fer"
+
+
+def copy_project(target: Path) -> Path:
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    write_params(target, TINY_OVERRIDES)
+    return target
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def client_for(project: Path) -> mlflow.MlflowClient:
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory) -> Path:
+    project = copy_project(tmp_path_factory.mktemp("dvc-project"))
+    run(["git", "init", "-q"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], project)
+    run(["dvc", "repro"], project)
+    return project
+
+
+@pytest.fixture(scope="module")
+def prefect_project(tmp_path_factory) -> tuple[Path, dict]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.training import training_flow
+
+    project = tmp_path_factory.mktemp("prefect-project")
+    write_params(project, TINY_OVERRIDES)
+    previous = Path.cwd()
+    os.chdir(project)
+    try:
+        with prefect_test_harness():
+            results = training_flow(str(project / "params.yaml"))
+    finally:
+        os.chdir(previous)
+    return project, results
+
+
+def test_dvc_repro_registers_a_champion(dvc_project):
+    blessing = json.loads((dvc_project / "reports/promotion.json").read_text())
+    assert blessing["passed"] is True and blessing["version"] == "1"
+    champion = client_for(dvc_project).get_model_version_by_alias(MODEL_NAME, "champion")
+    assert str(champion.version) == "1" and champion.run_id == blessing["run_id"]
+
+
+def test_second_repro_changes_nothing(dvc_project):
+    started = time.monotonic()
+    result = run(["dvc", "repro"], dvc_project)
+    assert "Data and pipelines are up to date" in result.stdout + result.stderr
+    assert time.monotonic() - started < 60
+    assert len(client_for(dvc_project).search_model_versions(f"name = '{MODEL_NAME}'")) == 1
+
+
+def test_dvc_metrics_and_plots_show(dvc_project):
+    metrics = run(["dvc", "metrics", "show", "--json"], dvc_project).stdout
+    values = json.loads(metrics)
+    assert "fer2013" in json.dumps(values) and "accuracy" in json.dumps(values)
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], dvc_project).stdout)["data"]
+    assert {"reports/augmentation_grid.png", "reports/evaluation/confusion.png"} <= set(plots)
+    confusion = plots["reports/evaluation/predictions_fer2013.csv"][0]["content"]["data"]["values"]
+    test_rows = len(pd.read_csv(dvc_project / "reports/evaluation/predictions_fer2013.csv"))
+    assert len(confusion) == test_rows > 0 and {"actual", "predicted"} <= set(confusion[0])
+
+
+def test_prefect_flow_produces_the_same_outputs_as_dvc(dvc_project, prefect_project):
+    project, results = prefect_project
+    assert set(results) == {"sample", "ingest", "validate", "preprocess", "train", "evaluate", "promote"}
+    for dataset in ("fer2013", "ckplus"):
+        a = pd.read_parquet(dvc_project / f"data/interim/{dataset}/manifest.parquet")
+        b = pd.read_parquet(project / f"data/interim/{dataset}/manifest.parquet")
+        pd.testing.assert_frame_equal(a, b)
+    shards = sorted(p.relative_to(dvc_project) for p in (dvc_project / "data/processed").rglob("*.tfrecord.gz"))
+    assert shards and shards == sorted(p.relative_to(project) for p in (project / "data/processed").rglob("*.tfrecord.gz"))
+    for shard in shards:
+        assert (dvc_project / shard).read_bytes() == (project / shard).read_bytes(), shard
+    dvc_metrics = json.loads((dvc_project / "reports/evaluation/metrics.json").read_text())
+    flow_metrics = json.loads((project / "reports/evaluation/metrics.json").read_text())
+    assert dvc_metrics == flow_metrics, "seeded, deterministic training gives the same model"
+    assert json.loads((project / "reports/promotion.json").read_text())["passed"] is True
+
+
+def test_champion_loads_from_the_registry_and_predicts(dvc_project, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{dvc_project / 'mlflow.db'}")
+    monkeypatch.chdir(dvc_project)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    faces = np.load(dvc_project / "data/interim/fer2013/pixels.npy")[:5]
+    probabilities = model.predict(faces)
+    assert list(probabilities.columns) == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert probabilities.shape == (5, 7)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+    import keras
+
+    from components.preprocessing import to_model_input
+
+    direct = keras.models.load_model(dvc_project / "models/model.keras").predict(to_model_input(faces), verbose=0)
+    np.testing.assert_allclose(probabilities.to_numpy(), direct, atol=1e-6)
+
+
+def test_gate_refuses_a_model_below_threshold(prefect_project, monkeypatch):
+    from components.settings import load_params
+    from flows import stages
+
+    project, _ = prefect_project
+    monkeypatch.chdir(project)
+    champion_before = client_for(project).get_model_version_by_alias(MODEL_NAME, "champion")
+    strict = write_params(
+        project, {**TINY_OVERRIDES, "train": {**TINY_OVERRIDES["train"], "seed": 7},
+                  "promote": {"thresholds": {"fer2013.accuracy": 1.01}}}
+    )
+    params = load_params(strict)
+    stages.train(params)
+    stages.evaluate(params)
+    blessing = stages.promote(params)
+    assert blessing.passed is False and blessing.version is None
+    assert [c["metric"] for c in blessing.checks if not c["passed"]] == ["fer2013.accuracy"]
+    report = json.loads((project / "reports/promotion.json").read_text())
+    assert report["passed"] is False and "< 1.01" in report["checks"][0]["reason"]
+    client = client_for(project)
+    assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == champion_before.version
+    assert len(client.search_model_versions(f"name = '{MODEL_NAME}'")) == 1

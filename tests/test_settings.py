@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from components.settings import ParamsError, load_params
+from tests.conftest import ROOT, write_params
+
+
+def test_project_params_load_into_typed_settings():
+    params = load_params(ROOT / "params.yaml")
+    assert params.train.emotions == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    assert params.validate_.required_splits == ["train", "val", "test"]
+    assert params.ingest.fer2013 == Path("data/sample/fer2013.csv")
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = write_params(tmp_path, {"train": {"epochz": 3}})
+    with pytest.raises(ParamsError, match=r"train\.epochz: Extra inputs are not permitted"):
+        load_params(path)
+
+
+def test_unknown_block_is_named(tmp_path):
+    path = write_params(tmp_path, {"trian": {"epochs": 3}})
+    with pytest.raises(ParamsError, match=r"trian"):
+        load_params(path)
+
+
+def test_bad_value_is_named(tmp_path):
+    path = write_params(tmp_path, {"train": {"epochs": 0}})
+    with pytest.raises(ParamsError, match=r"train\.epochs: Input should be greater than or equal to 1"):
+        load_params(path)
+
+
+def test_unknown_emotion_is_named(tmp_path):
+    path = write_params(tmp_path, {"train": {"emotions": ["angry", "bored"]}})
+    with pytest.raises(ParamsError, match=r"train\.emotions.*unknown emotion 'bored'"):
+        load_params(path)
+
+
+def test_calm_is_neutral(tmp_path):
+    path = write_params(tmp_path, {"train": {"emotions": ["fear", "anger", "calm"]}})
+    assert load_params(path).train.emotions == ("fear", "angry", "neutral")
+
+
+def test_usage_fractions_must_sum_to_one(tmp_path):
+    path = write_params(tmp_path, {"sample": {"usage_fractions": {"Training": 0.5, "PublicTest": 0.1}}})
+    with pytest.raises(ParamsError, match=r"sample\.usage_fractions.*sum to 1"):
+        load_params(path)
+
+
+def test_missing_file_is_clear(tmp_path):
+    with pytest.raises(ParamsError, match="cannot read"):
+        load_params(tmp_path / "nope.yaml")
