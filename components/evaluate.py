@@ -2,6 +2,8 @@
 
 Cross-dataset scores (train on FER2013, test on CK+) only count classes both the model and
 the other dataset know: CK+ has no neutral in its peak frames and FER2013 no contempt.
+The scoring function is public because the gate re-scores the current champion with it,
+on the same data, in the same run.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 
 from components import plots, tracking
 from components.artifacts import atomic_file, read_json, write_json
+from components.gate import flatten_metrics
 from components.inputs import scoring_batches
 from components.settings import EvaluateSettings, MlflowSettings
 from components.train import MODEL_FILE, RUN_FILE
 
 METRICS_FILE = "metrics.json"
 CONFUSION_PNG = "confusion.png"
+RELIABILITY_PNG = "reliability.png"
 
 
 class EvaluationError(ValueError):
@@ -31,84 +35,139 @@ class EvaluationError(ValueError):
 
 @dataclass(frozen=True)
 class EvaluateOutputs:
+    folder: Path
     metrics: Path
-    confusion_png: Path
     predictions: dict[str, Path]  # dataset -> csv of actual,predicted (DVC confusion plot)
 
 
 @dataclass(frozen=True)
-class _Scores:
+class Scores:
+    """One dataset's scores: the metrics JSON part and what the pictures need."""
+
     metrics: dict[str, object]
     matrix: np.ndarray
-    classes: tuple[str, ...]
     table: pd.DataFrame
+    reliability: dict[str, list[float]]
 
 
 def evaluate(
     model_dir: Path, processed: Path, settings: EvaluateSettings, mlflow_settings: MlflowSettings
 ) -> EvaluateOutputs:
     """Score ``model_dir`` (a train output) on the datasets under ``processed``."""
-    if not (model_dir / MODEL_FILE).exists():
-        raise EvaluationError(f"{model_dir / MODEL_FILE}: no trained model (run the train stage)")
-    run = read_json(model_dir / RUN_FILE)
+    run, network = load_candidate(model_dir)
     emotions = tuple(run["emotions"])
-    network = keras.models.load_model(model_dir / MODEL_FILE, compile=False)
-    plan = {
-        settings.in_dataset: (emotions, [settings.in_split]),
-        settings.cross_dataset: (emotions, settings.cross_splits),
-    }
-    scores = {
-        name: _score(network, processed / name, splits, classes, settings.batch_size, name)
-        for name, (classes, splits) in plan.items()
-    }
-    out = settings.out_dir
+    scores = score_network(network, emotions, processed, settings)
+    return write_evaluation(model_dir.name, run["run_id"], scores, emotions, settings, mlflow_settings)
+
+
+def write_evaluation(
+    key: str,
+    run_id: str,
+    scores: dict[str, Scores],
+    emotions: tuple[str, ...],
+    settings: EvaluateSettings,
+    mlflow_settings: MlflowSettings,
+) -> EvaluateOutputs:
+    """Write model ``key``'s metrics.json, predictions per dataset and figures; log them to its run.
+
+    The folders come from the settings: metrics for ``dvc metrics``, predictions for the
+    DVC confusion plots, figures (confusion matrices, reliability diagram) for people.
+    """
+    out, figures = settings.out_dir / key, settings.figures_dir / key
     metrics = {name: s.metrics for name, s in scores.items()}
     write_json(out / METRICS_FILE, metrics)
     predictions = {}
     for name, s in scores.items():
-        predictions[name] = out / f"predictions_{name}.csv"
+        predictions[name] = settings.predictions_dir / key / f"{name}.csv"
         with atomic_file(predictions[name]) as tmp:
             s.table.to_csv(tmp, index=False)
-    png = plots.confusion_matrices(
-        {n: s.matrix for n, s in scores.items()}, {n: s.classes for n, s in scores.items()}, out / CONFUSION_PNG
+    confusion = plots.confusion_matrices(
+        {n: s.matrix for n, s in scores.items()}, {n: emotions for n in scores}, figures / CONFUSION_PNG
     )
+    reliability = plots.reliability_diagram({n: s.reliability for n, s in scores.items()}, figures / RELIABILITY_PNG)
     tracking.connect(mlflow_settings)
-    with mlflow.start_run(run_id=run["run_id"]):
+    with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(flatten_metrics(metrics))
-        mlflow.log_artifact(str(png), "evaluation")
+        for png in (confusion, reliability):
+            mlflow.log_artifact(str(png), "evaluation")
         mlflow.log_dict(metrics, "evaluation/metrics.json")
-    return EvaluateOutputs(out / METRICS_FILE, png, predictions)
+    return EvaluateOutputs(out, out / METRICS_FILE, predictions)
 
 
-def _score(network, folder: Path, splits, emotions: tuple[str, ...], batch_size: int, name: str) -> _Scores:
-    """Predict over the splits; only classes of ``emotions`` present in the data are scored."""
-    faces, truth = _collect(scoring_batches(folder, splits, emotions, batch_size))
+def load_candidate(model_dir: Path) -> tuple[dict, keras.Model]:
+    """The train stage's run record and network, with an error a user can act on."""
+    if not (model_dir / MODEL_FILE).exists() or not (model_dir / RUN_FILE).exists():
+        raise EvaluationError(f"{model_dir}: no trained model here (run the train stage for it first)")
+    try:
+        network = keras.models.load_model(model_dir / MODEL_FILE, compile=False)
+    except (OSError, ValueError) as err:
+        raise EvaluationError(f"{model_dir / MODEL_FILE}: cannot load the model: {err}") from None
+    return read_json(model_dir / RUN_FILE), network
+
+
+def score_network(
+    network: keras.Model, emotions: tuple[str, ...], processed: Path, settings: EvaluateSettings
+) -> dict[str, Scores]:
+    """Score on the in-dataset split and on the cross dataset (classes it shares only)."""
+    plan = {settings.in_dataset: [settings.in_split], settings.cross_dataset: list(settings.cross_splits)}
+    return {name: _score(network, processed / name, splits, emotions, settings) for name, splits in plan.items()}
+
+
+def _score(network, folder: Path, splits: list[str], emotions: tuple[str, ...], settings: EvaluateSettings) -> Scores:
+    faces, truth = _collect(scoring_batches(folder, splits, emotions, settings.batch_size))
     if len(truth) == 0:
         raise EvaluationError(
-            f"{folder}: no images of the classes {', '.join(emotions)} in split(s) {', '.join(splits)}"
+            f"{folder}: no images of the model's classes ({', '.join(emotions)}) in split(s) "
+            f"{', '.join(splits)}: this dataset shares no class with the emotion set"
         )
-    probabilities = network.predict(faces, batch_size=batch_size, verbose=0)
+    probabilities = network.predict(faces, batch_size=settings.batch_size, verbose=0)
+    if settings.flip_tta:
+        mirrored = network.predict(faces[:, :, ::-1], batch_size=settings.batch_size, verbose=0)
+        probabilities = (probabilities + mirrored) / 2
+    return scores_from(probabilities, truth, emotions, settings)
+
+
+def scores_from(
+    probabilities: np.ndarray, truth: np.ndarray, emotions: tuple[str, ...], settings: EvaluateSettings
+) -> Scores:
+    """Accuracy, macro-F1, calibration and per-class scores from predicted probabilities."""
     predicted = probabilities.argmax(axis=1)
     present = sorted(set(truth.tolist()))
-    classes = tuple(emotions[i] for i in present)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        truth, predicted, labels=present, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=present, zero_division=0)
+    ece, reliability = calibration(probabilities.max(axis=1), predicted == truth, settings.calibration_bins)
     metrics: dict[str, object] = {
         "accuracy": float((predicted == truth).mean()),
         "macro_f1": float(f1_score(truth, predicted, labels=present, average="macro", zero_division=0)),
+        "ece": ece,
         "count": int(len(truth)),
         "per_class": {
-            cls: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
-            for cls, p, r, f, n in zip(classes, precision, recall, f1, support)
+            emotions[c]: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for c, p, r, f, n in zip(present, precision, recall, f1, support)
         },
     }
-    table = pd.DataFrame(
-        {"actual": [emotions[i] for i in truth], "predicted": [emotions[i] for i in predicted]}
-    )
+    table = pd.DataFrame({"actual": [emotions[i] for i in truth], "predicted": [emotions[i] for i in predicted]})
     # Square over all the model's classes: a CK+ face predicted as neutral must show up.
     matrix = confusion_matrix(truth, predicted, labels=range(len(emotions)))
-    return _Scores(metrics, matrix, emotions, table)
+    return Scores(metrics, matrix, table, reliability)
+
+
+def calibration(confidence: np.ndarray, correct: np.ndarray, bins: int) -> tuple[float, dict[str, list[float]]]:
+    """Expected calibration error over equal-width confidence bins, and the diagram's data."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    accuracy = np.bincount(which, weights=correct.astype(float), minlength=bins)
+    mean_confidence = np.bincount(which, weights=confidence, minlength=bins)
+    filled = counts > 0
+    accuracy[filled] /= counts[filled]
+    mean_confidence[filled] /= counts[filled]
+    ece = float(np.sum(counts[filled] / counts.sum() * np.abs(accuracy[filled] - mean_confidence[filled])))
+    return ece, {
+        "bin_centers": ((edges[:-1] + edges[1:]) / 2).tolist(),
+        "accuracy": accuracy.tolist(),
+        "confidence": mean_confidence.tolist(),
+        "count": counts.astype(float).tolist(),
+    }
 
 
 def _collect(batches) -> tuple[np.ndarray, np.ndarray]:
@@ -117,17 +176,3 @@ def _collect(batches) -> tuple[np.ndarray, np.ndarray]:
     if not pairs:
         return np.zeros((0,)), np.zeros((0,), np.int64)
     return np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
-
-
-def flatten_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
-    """``{"fer2013": {"accuracy": x}}`` -> ``{"fer2013.accuracy": x}`` (the gate's keys too)."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_metrics(value, f"{name}."))
-        else:
-            flat[name] = float(value)
-    return flat
-
-

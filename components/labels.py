@@ -42,6 +42,34 @@ FER2013_CODES: dict[int, str] = {
     6: "neutral",
 }
 
+# FER2013 class folders of the Kaggle image-folder layout (train|test/<class>/*.png|jpg).
+FER2013_FOLDERS: dict[str, str] = {name: name for name in FER2013_CODES.values()}
+
+# FER+ vote columns (fer2013new.csv), in file order; its other two, unknown and NF (not a
+# face), are no emotion.
+FERPLUS_VOTES: dict[str, str] = {
+    "neutral": "neutral",
+    "happiness": "happy",
+    "surprise": "surprise",
+    "sadness": "sad",
+    "anger": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+    "contempt": "contempt",
+}
+
+# Emotion codes of the original CK+ distribution (Emotion/S005/001/*_emotion.txt).
+CKPLUS_CODES: dict[int, str] = {
+    0: "neutral",
+    1: "angry",
+    2: "contempt",
+    3: "disgust",
+    4: "fear",
+    5: "happy",
+    6: "sad",
+    7: "surprise",
+}
+
 # CK+48 class folders, as distributed.
 CKPLUS48_FOLDERS: dict[str, str] = {
     "anger": "angry",

@@ -3,6 +3,8 @@
 One folder per dataset holding ``manifest.parquet`` (one row per image, in the order of
 ``pixels.npy``) and ``pixels.npy`` (uint8, N x 48 x 48). Keeping pixels in one array rather
 than in the table makes later stages memory-map them instead of parsing strings again.
+A dataset with label distributions (FER+ votes) also holds ``soft_labels.npy`` (float32,
+N x 8, columns in ``labels.CANONICAL`` order, rows summing to 1), row-aligned the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components import labels
 from components.artifacts import atomic_dir
 
 IMAGE_SIZE = 48
@@ -25,20 +28,25 @@ COLUMNS: tuple[str, ...] = (
     "sequence",  # CK+ sequence, empty for FER2013
     "frame",  # frame number inside the sequence, -1 for FER2013
     "source",  # where the image came from: "file:row N" or a file path
+    "fold",  # CK+ cross-validation fold, grouped by subject; -1 where a dataset has none
     "sha256",  # hash of the 48x48 pixels, for duplicate detection
     "pixel_mean",
     "pixel_std",
 )
+# Filled in when a dataset leaves them out: only CK+ has cross-validation folds.
+DEFAULTS: dict[str, object] = {"fold": -1}
 MANIFEST = "manifest.parquet"
 PIXELS = "pixels.npy"
+SOFT_LABELS = "soft_labels.npy"
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """An ingested dataset: its manifest and its pixels, row-aligned."""
+    """An ingested dataset: its manifest, its pixels and, optionally, soft labels, row-aligned."""
 
     manifest: pd.DataFrame
     pixels: np.ndarray
+    soft_labels: np.ndarray | None = None
 
 
 def describe_pixels(pixels: np.ndarray) -> pd.DataFrame:
@@ -56,24 +64,32 @@ def describe_pixels(pixels: np.ndarray) -> pd.DataFrame:
 
 
 def write_dataset(folder: Path | str, dataset: Dataset) -> None:
-    """Write manifest and pixels together, atomically (both or neither)."""
-    missing = set(COLUMNS) - set(dataset.manifest.columns)
+    """Write manifest, pixels and soft labels together, atomically (all or none)."""
+    manifest = dataset.manifest.assign(
+        **{column: value for column, value in DEFAULTS.items() if column not in dataset.manifest}
+    )
+    missing = set(COLUMNS) - set(manifest.columns)
     if missing:
         raise ValueError(f"manifest lacks columns: {', '.join(sorted(missing))}")
-    if len(dataset.manifest) != len(dataset.pixels):
+    if len(manifest) != len(dataset.pixels):
+        raise ValueError(f"manifest has {len(manifest)} rows but there are {len(dataset.pixels)} images")
+    soft = dataset.soft_labels
+    if soft is not None and soft.shape != (len(manifest), len(labels.CANONICAL)):
         raise ValueError(
-            f"manifest has {len(dataset.manifest)} rows but there are {len(dataset.pixels)} images"
+            f"soft labels have shape {soft.shape}, expected ({len(manifest)}, {len(labels.CANONICAL)})"
         )
     with atomic_dir(folder) as tmp:
-        dataset.manifest.loc[:, list(COLUMNS)].reset_index(drop=True).to_parquet(
-            tmp / MANIFEST, index=False
-        )
+        manifest.loc[:, list(COLUMNS)].reset_index(drop=True).to_parquet(tmp / MANIFEST, index=False)
         np.save(tmp / PIXELS, np.ascontiguousarray(dataset.pixels, dtype=np.uint8))
+        if soft is not None:
+            np.save(tmp / SOFT_LABELS, np.ascontiguousarray(soft, dtype=np.float32))
 
 
 def read_dataset(folder: Path | str, mmap: bool = True) -> Dataset:
-    """Read an ingested dataset; pixels are memory-mapped unless ``mmap`` is false."""
+    """Read an ingested dataset; arrays are memory-mapped unless ``mmap`` is false."""
     folder = Path(folder)
+    mode = "r" if mmap else None
     manifest = pd.read_parquet(folder / MANIFEST)
-    pixels = np.load(folder / PIXELS, mmap_mode="r" if mmap else None)
-    return Dataset(manifest=manifest, pixels=pixels)
+    pixels = np.load(folder / PIXELS, mmap_mode=mode)
+    soft = np.load(folder / SOFT_LABELS, mmap_mode=mode) if (folder / SOFT_LABELS).is_file() else None
+    return Dataset(manifest=manifest, pixels=pixels, soft_labels=soft)

@@ -89,3 +89,24 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str], 
         axes[r, 0].set_title(title, fontsize=8, loc="left")
     figure.tight_layout()
     return _save(figure, path)
+
+
+def reliability_diagram(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> Path:
+    """Accuracy against confidence per bin, per dataset: the diagonal is perfect calibration."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 4.2), squeeze=False)
+    for axis, (dataset, curve) in zip(axes[0], curves.items()):
+        centers = np.asarray(curve["bin_centers"])
+        filled = np.asarray(curve["count"]) > 0
+        width = 1.0 / len(centers)
+        axis.bar(centers[filled], np.asarray(curve["accuracy"])[filled], width=width * 0.9, alpha=0.7, label="accuracy")
+        axis.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        axis.plot(np.asarray(curve["confidence"])[filled], np.asarray(curve["accuracy"])[filled], "o-", label="observed")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("confidence")
+        axis.set_ylabel("accuracy")
+        axis.set_title(f"{dataset}: reliability")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    return _save(figure, path)

@@ -1,5 +1,8 @@
 """Preprocess: interim datasets -> gzip TFRecord shards per dataset and split.
 
+Datasets made of sequences (CK+) also get one record per sequence under ``sequences/``,
+which the time-series networks read (``components.sequences``).
+
 Augmentation does not happen here: it runs in the training input pipeline
 (components.inputs), so the shards stay the real images. This stage also draws the
 augmentation grid, because it is the place where the augmentation settings can first be
@@ -20,6 +23,7 @@ from components.artifacts import atomic_dir
 from components.augment import augment_image
 from components.manifest import read_dataset
 from components.preprocessing import to_model_input
+from components.sequences import write_sequences
 from components.settings import AugmentSettings, PreprocessSettings
 from components.tfrecords import write_split
 
@@ -44,9 +48,12 @@ def preprocess(
         with atomic_dir(target) as tmp:
             for split in sorted(dataset.manifest["split"].unique()):
                 write_split(dataset, split, tmp, settings.examples_per_shard)
+            write_sequences(dataset, tmp, settings.examples_per_shard)
         shards[name] = target
     first = read_dataset(next(iter(interim.values())))
-    grid = augmentation_grid(first.pixels[:GRID_ORIGINALS], first.manifest["label"][:GRID_ORIGINALS], augment)
+    grid = augmentation_grid(
+        first.pixels[:GRID_ORIGINALS], first.manifest["label"][:GRID_ORIGINALS], augment
+    )
     return PreprocessOutputs(shards=shards, augmentation_grid=grid)
 
 

@@ -1,85 +1,130 @@
-"""Promote: the gate's blessing, and on a pass a registered version with the champion alias.
+"""Promote: judge a candidate against the thresholds and the current champion, then register.
 
-The blessing is the artifact: it records every threshold's value, bound and verdict, and
-only a passing blessing moves the alias (the TFX Evaluator -> Pusher contract).
+The blessing is the artifact: it records every threshold's value, bound and verdict.
+A candidate that passes the value thresholds is registered (once per run) with the
+``challenger`` alias; ``champion`` moves to it only when the change thresholds pass too
+(the TFX Evaluator -> Pusher contract). The champion is re-scored here, on the same data as
+the candidate, so a change in the evaluation data never passes for a change in the model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 
-from components import tracking
+from components import registry, tracking
 from components.artifacts import read_json, write_json
-from components.evaluate import flatten_metrics
-from components.settings import MlflowSettings, PromoteSettings
+from components.evaluate import METRICS_FILE, EvaluationError, score_network
+from components.gate import judge
+from components.settings import SEQUENCE_ARCHITECTURES, EvaluateSettings, MlflowSettings, ModelCell, PromoteSettings
+from components.tfrecords import shard_paths
 from components.train import RUN_FILE
 
 
 @dataclass(frozen=True)
 class Blessing:
     passed: bool
+    value_passed: bool
     checks: list[dict[str, object]]
     model_name: str
-    version: str | None  # registered version, when passed
-
-
-def judge(metrics: dict, thresholds: dict[str, float]) -> tuple[bool, list[dict[str, object]]]:
-    """Compare flattened metrics with lower bounds; a missing metric fails its threshold.
-
-    No thresholds means no blessing: an unguarded gate would promote anything.
-    """
-    flat = flatten_metrics(metrics)
-    checks: list[dict[str, object]] = []
-    for key, bound in sorted(thresholds.items()):
-        value = flat.get(key)
-        checks.append(
-            {
-                "metric": key,
-                "value": value,
-                "bound": bound,
-                "passed": value is not None and value >= bound,
-                "reason": "missing metric" if value is None else f"{value:.4f} {'>=' if value >= bound else '<'} {bound}",
-            }
-        )
-    return bool(checks) and all(c["passed"] for c in checks), checks
+    version: str | None  # the registered version, when the value thresholds passed
+    report: Path
 
 
 def promote(
-    model_dir: Path, metrics_path: Path, settings: PromoteSettings, mlflow_settings: MlflowSettings
+    model_dir: Path,
+    processed: Path,
+    evaluate_settings: EvaluateSettings,
+    settings: PromoteSettings,
+    mlflow_settings: MlflowSettings,
+    sequence_dataset: str = "ckplus",
 ) -> Blessing:
-    """Judge the candidate; on a pass register it (once per run) and point the alias at it."""
-    passed, checks = judge(read_json(metrics_path), settings.thresholds)
+    """Gate the candidate in ``model_dir`` (scored in ``<evaluate.out_dir>/<model_dir.name>``)."""
+    if not (model_dir / RUN_FILE).exists():
+        raise EvaluationError(f"{model_dir}: no trained candidate here (run the train stage for it first)")
     run = read_json(model_dir / RUN_FILE)
-    client = tracking.connect(mlflow_settings)
-    version = None
-    if passed:
-        version = _register_once(client, settings.model_name, run["run_id"], run["model_uri"])
-        client.set_registered_model_alias(settings.model_name, settings.alias, version)
-        client.set_model_version_tag(settings.model_name, version, "blessing", "passed")
-    blessing = Blessing(passed, checks, settings.model_name, version)
-    write_json(
-        settings.report,
-        {
-            "passed": passed,
-            "model_name": settings.model_name,
-            "alias": settings.alias,
-            "version": version,
-            "run_id": run["run_id"],
-            "checks": checks,
-        },
+    cell = ModelCell(architecture=run["architecture"], emotion_set=run["emotion_set"], emotions=run["emotions"])
+    name = settings.registered_name(cell)
+    metrics = read_json(evaluate_settings.out_dir / model_dir.name / METRICS_FILE)
+    uri = tracking.tracking_uri(mlflow_settings)
+    retry = lambda action, what: registry.with_retries(action, what, uri, settings.retries)  # noqa: E731
+    client = retry(lambda: tracking.connect(mlflow_settings), "connecting")
+
+    current = retry(lambda: registry.champion(client, name), f"reading the champion of {name}")
+    champion_metrics = (
+        _rescore(name, current.version, cell, processed, evaluate_settings, sequence_dataset) if current else None
     )
+    verdict = judge(metrics, champion_metrics, settings.value_thresholds, settings.change_thresholds)
+    version = None
+    if verdict["value_passed"]:
+        tags = _version_tags(cell, run, processed, evaluate_settings, verdict)
+        version = retry(lambda: registry.register_once(client, name, run["run_id"], run["model_uri"], tags), f"registering {name}")
+        retry(lambda: client.set_registered_model_alias(name, registry.CHALLENGER, version), "setting the challenger alias")
+        if verdict["passed"]:
+            retry(lambda: client.set_registered_model_alias(name, registry.CHAMPION, version), "moving the champion alias")
+    report = settings.out_dir / f"{model_dir.name}.json"
+    blessing = {
+        **verdict,
+        "model_name": name,
+        "version": version,
+        "run_id": run["run_id"],
+        "champion_before": current.version if current else None,
+        "champion_metrics": champion_metrics,
+    }
+    write_json(report, blessing)
     with mlflow.start_run(run_id=run["run_id"]):
-        mlflow.log_dict(read_json(settings.report), "promotion/blessing.json")
-        mlflow.set_tag("blessing", "passed" if passed else "failed")
-    return blessing
+        mlflow.log_dict(blessing, "promotion/blessing.json")
+        mlflow.set_tag(registry.BLESSING_TAG, "passed" if verdict["passed"] else "failed")
+    return Blessing(verdict["passed"], verdict["value_passed"], verdict["checks"], name, version, report)
 
 
-def _register_once(client: mlflow.MlflowClient, name: str, run_id: str, model_uri: str) -> str:
-    """Re-promoting the same run reuses its version instead of registering a duplicate."""
-    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-    if existing:
-        return str(min(int(v.version) for v in existing))
-    return str(mlflow.register_model(model_uri, name).version)
+def _rescore(name: str, version: str, cell: ModelCell, processed: Path, settings: EvaluateSettings, dataset: str) -> dict:
+    """The champion's metrics on today's data, by the same scoring code as the candidate's."""
+    network = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().network
+    if cell.architecture in SEQUENCE_ARCHITECTURES:
+        from components.evaluate_sequences import score_sequences
+
+        return {f"{dataset}_sequences": score_sequences(network, cell.emotions, processed / dataset, settings).metrics}
+    return {name_: s.metrics for name_, s in score_network(network, cell.emotions, processed, settings).items()}
+
+
+def _version_tags(cell: ModelCell, run: dict, processed: Path, settings: EvaluateSettings, verdict: dict) -> dict[str, str]:
+    """What a consumer needs to trace a version back: code, data, settings and the verdict."""
+    return {
+        "git_commit": _git_commit(),
+        "data_hash": _data_hash(processed, settings),
+        "params_hash": _params_hash(run["run_id"]),
+        "architecture": cell.architecture,
+        "emotion_set": cell.emotion_set,
+        "emotions": ",".join(cell.emotions),
+        registry.BLESSING_TAG: "passed" if verdict["passed"] else "failed",
+        "value_gate": "passed" if verdict["value_passed"] else "failed",
+    }
+
+
+def _params_hash(run_id: str) -> str:
+    """Hash of the training run's logged settings: equal hashes, equal recipes."""
+    params = mlflow.get_run(run_id).data.params
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _data_hash(processed: Path, settings: EvaluateSettings) -> str:
+    """Hash of the evaluation shards, so two versions can be compared on the same data."""
+    digest = hashlib.sha256()
+    for dataset in (settings.in_dataset, settings.cross_dataset):
+        for shard in shard_paths(processed / dataset, ["train", "val", "test"]):
+            digest.update(Path(shard).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _git_commit() -> str:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"

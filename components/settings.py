@@ -8,6 +8,7 @@ the most expensive kind of bug in a pipeline.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -46,11 +47,23 @@ class SampleSettings(_Block):
 
 
 class IngestSettings(_Block):
-    """Where the raw files are and how their splits map onto train/val/test."""
+    """Where the raw files are and how their splits map onto train/val/test.
+
+    The layout of each dataset is told by what its path holds: ``fer2013`` is a csv
+    (``.csv``/``.csv.gz``) or a Kaggle image folder (``train|test/<class>/``); ``ckplus`` is
+    the original distribution (it holds ``cohn-kanade-images/``) or the CK+48 class folders.
+    """
 
     fer2013: Path = Path("data/sample/fer2013.csv")
+    # FER+ crowd votes (fer2013new.csv), row-aligned with the fer2013 csv: when set, labels
+    # are the FER+ majority vote and images without one are left out.
+    ferplus: Path | None = None
+    ferplus_soft_labels: bool = False
     ckplus: Path = Path("data/sample/ckplus48")
     out_dir: Path = Path("data/interim")
+    # A malformed row or image stops ingest (error), or is left out and listed in
+    # <out_dir>/quarantine.json (skip). A malformed or missing file always stops it.
+    on_bad_record: Literal["error", "skip"] = "error"
     usage_splits: dict[str, Literal["train", "val", "test"]] = {
         "Training": "train",
         "PublicTest": "val",
@@ -66,15 +79,85 @@ class IngestSettings(_Block):
         "val": 0.15,
         "test": 0.15,
     }
+    # Subject-grouped cross-validation folds of CK+ (the manifest's ``fold`` column).
+    ckplus_folds: Annotated[int, Field(ge=2)] = 10
+    # Original CK+ frames with no face found: stop (error) or crop a centred square.
+    ckplus_no_face: Literal["error", "center_crop"] = "error"
     seed: int = 2018
+
+    @model_validator(mode="after")
+    def _soft_labels_need_votes(self) -> IngestSettings:
+        if self.ferplus_soft_labels and self.ferplus is None:
+            raise ValueError("ferplus_soft_labels needs ferplus: the path of fer2013new.csv")
+        return self
+
+
+Severity = Literal["error", "warning"]
+# Every check of the validate stage (one or more expectations each) and what its failure does
+# by default: an error stops the pipeline, a warning is reported and the pipeline carries on.
+# Broken data is an error; the known faults of the public datasets (duplicates, blank images,
+# class imbalance) are warnings, since the published splits are used as they are.
+VALIDATION_SEVERITY: dict[str, Severity] = {
+    "required_columns": "error",
+    "unique_ids": "error",
+    "dataset_name": "error",
+    "label_domain": "error",
+    "split_domain": "error",
+    "required_splits": "error",
+    "image_size": "error",
+    "pixel_range": "error",
+    "pixels_match_manifest": "error",
+    "dataset_pixel_stats": "error",
+    "image_pixel_stats": "warning",
+    "blank_images": "warning",
+    "class_balance": "warning",
+    "duplicate_images": "warning",
+    "duplicates_within_split": "warning",
+    "duplicates_across_splits": "warning",
+    "duplicate_label_conflicts": "warning",
+    "subjects_across_splits": "error",
+}
 
 
 class ValidateSettings(_Block):
-    """Expectations on the ingested data; errors stop the pipeline."""
+    """Expectations on the ingested data; checks of severity ``error`` stop the pipeline.
+
+    The four ``*_range`` knobs are the built-in pixel statistics ranges, used unless
+    ``reference`` names a JSON of ranges written from a good run
+    (``components.validate.write_reference``).
+    """
 
     out_dir: Path = Path("reports/validation")
     required_splits: list[Literal["train", "val", "test"]] = ["train", "val", "test"]
     pixel_mean_range: tuple[float, float] = (5.0, 250.0)
+    pixel_std_range: tuple[float, float] = (0.5, 127.5)
+    dataset_pixel_mean_range: tuple[float, float] = (40.0, 215.0)
+    dataset_pixel_std_range: tuple[float, float] = (10.0, 100.0)
+    reference: Path | None = None
+    reference_margin: Annotated[float, Field(ge=0.0)] = 5.0
+    min_class_ratio: Fraction = 0.1
+    severity: dict[str, Severity] = Field(default_factory=lambda: dict(VALIDATION_SEVERITY))
+
+    @field_validator(
+        "pixel_mean_range", "pixel_std_range", "dataset_pixel_mean_range", "dataset_pixel_std_range"
+    )
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] > value[1]:
+            raise ValueError(f"range {list(value)} has its low end above its high end")
+        return value
+
+    @field_validator("severity")
+    @classmethod
+    def _known_checks(cls, value: dict[str, Severity]) -> dict[str, Severity]:
+        """Keys must name checks; checks left out keep their default severity."""
+        unknown = sorted(set(value) - set(VALIDATION_SEVERITY))
+        if unknown:
+            raise ValueError(
+                f"unknown check(s) {', '.join(unknown)}; the checks are "
+                f"{', '.join(VALIDATION_SEVERITY)}"
+            )
+        return {**VALIDATION_SEVERITY, **value}
 
 
 class PreprocessSettings(_Block):
@@ -95,44 +178,222 @@ class AugmentSettings(_Block):
     grid_png: Path = Path("reports/augmentation_grid.png")
 
 
-class TrainSettings(_Block):
-    """One model: an architecture on an emotion set."""
+class ModelCell(BaseModel):
+    """One cell of the training grid: an architecture trained on a named emotion set."""
 
-    architecture: Literal["convnn"] = "convnn"
-    emotions: tuple[str, ...] = tuple(labels.FER2013_CODES.values())
-    dataset: str = "fer2013"
-    epochs: Annotated[int, Field(ge=1)] = 20
+    model_config = ConfigDict(frozen=True)
+
+    architecture: str
+    emotion_set: str
+    emotions: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """Folder and stage name of the cell, e.g. ``convnn-fer7``."""
+        return f"{self.architecture}-{self.emotion_set}"
+
+
+# convnn, transfer, convlstm, timedelay: EmoPy's ConvolutionalNN, TransferLearningNN,
+# ConvolutionalLstmNN and TimeDelayConvNN; modern: the network aimed at the state of the art.
+Architecture = Literal["convnn", "transfer", "modern", "convlstm", "timedelay"]
+# These read windows of ``time_delay`` consecutive frames of a sequence, not single faces.
+SEQUENCE_ARCHITECTURES: frozenset[str] = frozenset({"convlstm", "timedelay"})
+
+
+class TransferSettings(_Block):
+    """TransferLearningNN: an ImageNet network under a new head, trained in two phases.
+
+    Phase one trains the head for ``head_epochs`` on the frozen base; phase two unfreezes
+    the base's top blocks (batch norm stays frozen) for ``epochs`` epochs at
+    ``fine_tune_learning_rate``. ``weights`` is a local file of the base's ImageNet weights
+    without the top (Keras' ``*_notop.h5``): nothing is downloaded, and ``null`` starts the
+    base from random weights.
+    """
+
+    base: Literal["inception_v3", "xception", "vgg16", "resnet50"] = "inception_v3"
+    weights: Path | None = None
+    head_epochs: Annotated[int, Field(ge=0)] = 5
+    fine_tune_learning_rate: Annotated[float, Field(gt=0)] = 1e-4
+    dropout: Fraction = 0.5
+
+
+class ModernSettings(_Block):
+    """The modern network: VGG-style blocks of (conv, batch norm, ReLU) pairs, then dropout."""
+
+    # One block per width; each halves the 48x48 input, so at most five.
+    widths: Annotated[
+        tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1, max_length=5)
+    ] = (64, 128, 256, 512)
+    convs_per_block: Annotated[int, Field(ge=1)] = 2
+    block_dropout: Fraction = 0.25
+    dropout: Fraction = 0.5  # before the last layer
+
+
+# Settings that define the grid rather than how one cell trains: no per-architecture override.
+_GRID_KEYS = frozenset({"architectures", "emotion_sets", "overrides", "out_dir"})
+
+
+class TrainSettings(_Block):
+    """The training grid (architectures x emotion sets) and the settings every cell shares.
+
+    ``overrides`` changes the recipe of one architecture (e.g. more epochs and a cosine
+    schedule for ``modern``); a nested block given there replaces that block whole.
+    Checkpoints go to ``<out_dir>/.checkpoints/<model>/``, outside the model folder that DVC
+    caches; a rerun after a crash resumes from the last one (``components.checkpoints``).
+    """
+
+    architectures: list[Architecture] = ["convnn"]
+    emotion_sets: dict[str, tuple[str, ...]] = {"fer7": tuple(labels.FER2013_CODES.values())}
+    dataset: str = "fer2013"  # image networks train on its shards
+    sequence_dataset: str = "ckplus"  # sequence networks train on its sequence records
+    time_delay: Annotated[int, Field(ge=1)] = 3  # frames per sequence window
+    epochs: Annotated[int, Field(ge=1)] = 40
     batch_size: Annotated[int, Field(ge=1)] = 64
     learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+    lr_schedule: Literal["constant", "cosine", "one_cycle"] = "constant"
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0  # AdamW when above 0, else Adam
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    mixup_alpha: Annotated[float, Field(ge=0)] = 0.0  # Beta(a, a) mixing of batch pairs; 0: off
+    class_weight: Literal["balanced"] | None = None  # balanced: weight n / (classes x count)
+    # Stop after this many epochs without a better val_loss and keep the best weights; null: off.
+    early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
     dense_units: Annotated[int, Field(ge=1)] = 64
+    sequence_filters: Annotated[int, Field(ge=1)] = 10  # convlstm and timedelay
+    transfer: TransferSettings = TransferSettings()
+    modern: ModernSettings = ModernSettings()
     seed: int = 2018
     deterministic: bool = True
+    checkpoints: bool = True
+    mixed_precision: bool = True  # float16 compute where a GPU runs the model; no-op on CPU
+    multi_gpu: bool = True  # MirroredStrategy when there is more than one GPU
+    overrides: dict[Architecture, dict[str, object]] = {}
     out_dir: Path = Path("models")
 
-    @field_validator("emotions", mode="before")
+    @field_validator("emotion_sets", mode="before")
     @classmethod
-    def _canonical(cls, value: list[str]) -> tuple[str, ...]:
-        return labels.emotion_set(value)
+    def _canonical(cls, value: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
+        if not isinstance(value, dict) or not value:
+            raise ValueError("give at least one named emotion set, e.g. {fer7: [angry, ...]}")
+        bad = [name for name in value if not re.fullmatch(r"[A-Za-z0-9_]+", str(name))]
+        if bad:
+            raise ValueError(f"emotion set names may hold letters, digits and _ only: {', '.join(bad)}")
+        return {name: labels.emotion_set(emotions) for name, emotions in value.items()}
+
+    def grid(self) -> list[ModelCell]:
+        """Every (architecture, emotion set) cell, in params order."""
+        return [
+            ModelCell(architecture=a, emotion_set=name, emotions=emotions)
+            for a in self.architectures
+            for name, emotions in self.emotion_sets.items()
+        ]
+
+    @model_validator(mode="after")
+    def _overrides_are_recipes(self) -> TrainSettings:
+        for architecture, changes in self.overrides.items():
+            fixed = sorted(set(changes) & _GRID_KEYS)
+            if fixed:
+                raise ValueError(
+                    f"overrides.{architecture}: {', '.join(fixed)} cannot differ by architecture"
+                )
+            self.recipe(architecture)
+        return self
+
+    def recipe(self, architecture: str) -> TrainSettings:
+        """The settings a cell of ``architecture`` trains with: these, its overrides applied."""
+        changes = self.overrides.get(architecture)
+        if not changes:
+            return self
+        try:
+            return TrainSettings.model_validate(
+                {**self.model_dump(exclude={"overrides"}), **changes}
+            )
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+            )
+            raise ValueError(f"overrides.{architecture}: {problems}") from None
+
+    def dataset_for(self, architecture: str) -> str:
+        """The dataset a cell trains on, by its recipe (sequence networks: ``sequence_dataset``)."""
+        recipe = self.recipe(architecture)
+        return recipe.sequence_dataset if architecture in SEQUENCE_ARCHITECTURES else recipe.dataset
 
 
 class EvaluateSettings(_Block):
-    """Which datasets a model is scored on."""
+    """Which datasets a model is scored on, and how."""
 
     in_dataset: str = "fer2013"
     in_split: Literal["train", "val", "test"] = "test"
     cross_dataset: str = "ckplus"
     cross_splits: list[Literal["train", "val", "test"]] = ["train", "val", "test"]
-    out_dir: Path = Path("reports/evaluation")
+    out_dir: Path = Path("reports/evaluation")  # <model>/metrics.json: DVC metrics
+    predictions_dir: Path = Path("reports/predictions")  # <model>/<dataset>.csv: DVC confusion plots
+    figures_dir: Path = Path("reports/figures")  # <model>/*.png
     batch_size: Annotated[int, Field(ge=1)] = 256
+    flip_tta: bool = False  # average the predictions of each face and its mirror image
+    calibration_bins: Annotated[int, Field(ge=2)] = 10
 
 
 class PromoteSettings(_Block):
-    """The gate and the registry name; a threshold is a metric key and its lower bound."""
+    """The gate (TFX Evaluator semantics) and the registry.
 
-    model_name: str = "emoflow-fer"
-    thresholds: dict[str, float] = {"fer2013.accuracy": 0.9}
-    alias: str = "champion"
-    report: Path = Path("reports/promotion.json")
+    ``value_thresholds``: metric key -> lower bound (``*`` matches any one key part, e.g.
+    ``fer2013.per_class.*.recall``). ``change_thresholds``: metric key -> the most the
+    candidate may fall below the current champion, both scored on the same data.
+    """
+
+    model_name: str = "emoflow-{emotion_set}"
+    value_thresholds: dict[str, float] = {"fer2013.accuracy": 0.9}
+    change_thresholds: dict[str, float] = {"fer2013.accuracy": 0.02}
+    out_dir: Path = Path("reports/promotion")
+    retries: Annotated[int, Field(ge=0)] = 3  # registry calls, for a store that is briefly away
+
+    def registered_name(self, cell: ModelCell) -> str:
+        return self.model_name.format(emotion_set=cell.emotion_set, architecture=cell.architecture)
+
+
+class ServeSettings(_Block):
+    """How the registry model finds faces in raw images, and the limits it puts on inputs.
+
+    Logged with the model (``components.registry_model``), so a served model detects faces
+    as it did when it was registered, whatever this file says later.
+    """
+
+    detector: Literal["haar", "yunet"] = "haar"
+    # haar: a cascade XML (default: OpenCV's frontal face cascade); yunet: the ONNX file of
+    # OpenCV's YuNet (cv2.FaceDetectorYN), required since nothing is downloaded.
+    detector_model: Path | None = None
+    scale_factor: Annotated[float, Field(gt=1.0)] = 1.1  # haar: image pyramid step
+    min_neighbors: Annotated[int, Field(ge=0)] = 5  # haar: overlapping hits a face needs
+    score_threshold: Fraction = 0.8  # yunet: lowest face score kept
+    min_face_px: Annotated[int, Field(ge=8)] = 48  # smaller faces would be upscaled to 48x48
+    # Grows each (squared) box by this fraction of its side on every side before cropping.
+    # 0: a Haar box already frames a face as FER2013 and CK+48 do (box side / crop side,
+    # median over upscaled crops: 0.98 on FER2013, 1.02 on CK+48).
+    margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    detect_max_side: Annotated[int, Field(ge=64)] = 1280  # larger images are shrunk to detect
+    max_image_bytes: Annotated[int, Field(ge=1)] = 10 * 2**20  # per encoded image
+    max_image_pixels: Annotated[int, Field(ge=1)] = 40_000_000  # per image, checked before decoding
+    max_images: Annotated[int, Field(ge=1)] = 64  # per predict call (one REST request)
+
+    @model_validator(mode="after")
+    def _yunet_needs_its_model(self) -> ServeSettings:
+        if self.detector == "yunet" and self.detector_model is None:
+            raise ValueError("detector yunet needs detector_model: the path of its .onnx file")
+        return self
+
+
+class PredictSettings(_Block):
+    """``emoflow predict``: which model, and how video predictions are smoothed over time."""
+
+    model: str = "models:/emoflow-fer7@champion"  # a registry URI, an MLflow model folder or a .keras file
+    ema_alpha: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3  # weight of the newest frame; 1: no smoothing
+    window: Annotated[int, Field(ge=1)] = 30  # frames over which the dominant emotion is taken
+    iou_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3  # a box continues a track above this
+    max_missed: Annotated[int, Field(ge=0)] = 15  # frames a track survives without its face
+    # Video: the whole frame is searched every this many frames; in between only around the
+    # tracked faces (new faces wait for the next full scan). 1: every frame, as for images.
+    full_scan_every: Annotated[int, Field(ge=1)] = 10
 
 
 class MlflowSettings(_Block):
@@ -140,6 +401,26 @@ class MlflowSettings(_Block):
 
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "emoflow"
+
+
+class FlowSettings(_Block):
+    """The Prefect flow (``emoflow pipeline``, the deployments of prefect.yaml); DVC ignores it.
+
+    ``cache``: skip a stage whose code, settings and input files are those of a cached run
+    and whose outputs are still as that run left them (rules in ``flows/caching.py``).
+    ``retries``: further tries of ingest and promote after a transient error (I/O, network,
+    a busy store), the first after ``retry_delay_seconds``, each next one twice as late.
+    """
+
+    cache: bool = False
+    retries: Annotated[int, Field(ge=0)] = 2
+    retry_delay_seconds: Annotated[float, Field(ge=0)] = 5.0
+    # Where the grid's cells run side by side: threads here, or a Dask cluster
+    # (`dask_address` of a running scheduler, else a local cluster of `dask_workers`).
+    task_runner: Literal["thread", "dask"] = "thread"
+    max_parallel_models: Annotated[int, Field(ge=1)] = 1
+    dask_address: str | None = None
+    dask_workers: Annotated[int, Field(ge=1)] = 2
 
 
 class Params(_Block):
@@ -154,6 +435,9 @@ class Params(_Block):
     evaluate: EvaluateSettings = EvaluateSettings()
     promote: PromoteSettings = PromoteSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    serve: ServeSettings = ServeSettings()
+    predict: PredictSettings = PredictSettings()
+    flow: FlowSettings = FlowSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

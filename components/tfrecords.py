@@ -3,11 +3,17 @@
 One gzip-compressed ``tf.train.Example`` per image: raw 48x48 uint8 pixels, the canonical
 label index and the image id. Labels stay canonical on disk; an emotion set is applied when
 reading, so one set of shards serves every model of the grid.
+
+Datasets with sequences (CK+) also get sequence records under ``sequences/``: one
+``tf.train.Example`` per sequence holding its kept frames in frame order
+(``components.sequences``); the time-series networks cut them into windows when reading.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -15,9 +21,18 @@ import tensorflow as tf
 from components import labels
 from components.manifest import IMAGE_SIZE, Dataset
 
+if TYPE_CHECKING:
+    from components.sequences import FrameSequence
+
 COMPRESSION = "GZIP"
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+    "id": tf.io.FixedLenFeature([], tf.string),
+}
+SEQUENCE_FEATURES = {
+    "frames": tf.io.FixedLenFeature([], tf.string),  # length x 48 x 48 uint8, in frame order
+    "length": tf.io.FixedLenFeature([], tf.int64),
     "label": tf.io.FixedLenFeature([], tf.int64),
     "id": tf.io.FixedLenFeature([], tf.string),
 }
@@ -30,27 +45,67 @@ def shard_name(split: str, index: int, count: int) -> str:
 def write_split(dataset: Dataset, split: str, folder: Path, examples_per_shard: int) -> list[Path]:
     """Write the rows of one split into as many shards as ``examples_per_shard`` requires."""
     rows = np.flatnonzero(dataset.manifest["split"].to_numpy() == split)
-    count = max(1, -(-len(rows) // examples_per_shard))
+    return _write_shards(
+        folder, split, list(rows), lambda row: _example(dataset, int(row)), examples_per_shard
+    )
+
+
+def write_sequence_split(
+    dataset: Dataset,
+    sequences: Sequence[FrameSequence],
+    split: str,
+    folder: Path,
+    examples_per_shard: int,
+) -> list[Path]:
+    """Write the sequences of one split, one record per sequence, into shards under ``folder``."""
+    chosen = [s for s in sequences if s.split == split]
+    return _write_shards(
+        folder, split, chosen, lambda s: _sequence_example(dataset, s), examples_per_shard
+    )
+
+
+def _write_shards(
+    folder: Path, split: str, items: list, to_example: Callable, examples_per_shard: int
+) -> list[Path]:
+    count = max(1, -(-len(items) // examples_per_shard))
     options = tf.io.TFRecordOptions(compression_type=COMPRESSION)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index, chunk in enumerate(np.array_split(rows, count)):
+    for index, chunk in enumerate(np.array_split(np.arange(len(items)), count)):
         path = folder / shard_name(split, index, count)
         with tf.io.TFRecordWriter(str(path), options) as writer:
-            for row in chunk:
+            for position in chunk:
                 # deterministic: protobuf map order otherwise varies between processes
-                writer.write(_example(dataset, int(row)).SerializeToString(deterministic=True))
+                writer.write(to_example(items[position]).SerializeToString(deterministic=True))
         paths.append(path)
     return paths
+
+
+def _bytes(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
 def _example(dataset: Dataset, row: int) -> tf.train.Example:
     record = dataset.manifest.iloc[row]
     feature = {
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[dataset.pixels[row].tobytes()])),
-        "label": tf.train.Feature(
-            int64_list=tf.train.Int64List(value=[labels.CANONICAL.index(record["label"])])
-        ),
-        "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[record["id"].encode()])),
+        "image": _bytes(dataset.pixels[row].tobytes()),
+        "label": _int(labels.CANONICAL.index(record["label"])),
+        "id": _bytes(record["id"].encode()),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def _sequence_example(dataset: Dataset, sequence: FrameSequence) -> tf.train.Example:
+    frames = np.ascontiguousarray(dataset.pixels[sequence.rows], dtype=np.uint8)
+    feature = {
+        "frames": _bytes(frames.tobytes()),
+        "length": _int(len(sequence.rows)),
+        "label": _int(labels.CANONICAL.index(sequence.label)),
+        "id": _bytes(sequence.id.encode()),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
@@ -63,16 +118,42 @@ def shard_paths(folder: Path, splits: list[str] | tuple[str, ...]) -> list[str]:
     return paths
 
 
-def read_examples(folder: Path, splits: list[str] | tuple[str, ...], emotions: tuple[str, ...]) -> tf.data.Dataset:
+def read_examples(
+    folder: Path, splits: list[str] | tuple[str, ...], emotions: tuple[str, ...]
+) -> tf.data.Dataset:
     """Yield ``(uint8 image [48, 48, 1], class index in emotions, id)``; other classes dropped."""
     table = tf.constant(labels.index_table(emotions), dtype=tf.int64)
 
     def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         example = tf.io.parse_single_example(serialized, FEATURES)
-        image = tf.reshape(tf.io.decode_raw(example["image"], tf.uint8), [IMAGE_SIZE, IMAGE_SIZE, 1])
+        image = tf.reshape(
+            tf.io.decode_raw(example["image"], tf.uint8), [IMAGE_SIZE, IMAGE_SIZE, 1]
+        )
         return image, tf.gather(table, example["label"]), example["id"]
 
+    return _parsed(folder, splits, parse)
+
+
+def read_sequences(
+    folder: Path, splits: list[str] | tuple[str, ...], emotions: tuple[str, ...]
+) -> tf.data.Dataset:
+    """Yield ``(uint8 frames [length, 48, 48, 1], class index in emotions, id)``.
+
+    Sequences of other classes are dropped.
+    """
+    table = tf.constant(labels.index_table(emotions), dtype=tf.int64)
+
+    def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        example = tf.io.parse_single_example(serialized, SEQUENCE_FEATURES)
+        frames = tf.io.decode_raw(example["frames"], tf.uint8)
+        frames = tf.reshape(frames, tf.stack([example["length"], IMAGE_SIZE, IMAGE_SIZE, 1]))
+        return frames, tf.gather(table, example["label"]), example["id"]
+
+    return _parsed(folder, splits, parse)
+
+
+def _parsed(folder: Path, splits: list[str] | tuple[str, ...], parse: Callable) -> tf.data.Dataset:
     records = tf.data.TFRecordDataset(shard_paths(folder, splits), compression_type=COMPRESSION)
     return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).filter(
-        lambda image, label, ident: label >= 0
+        lambda x, label, ident: label >= 0
     )

@@ -1,18 +1,21 @@
-"""The ``emoflow`` command: one subcommand per stage (what DVC runs), plus ``pipeline``.
+"""The ``emoflow`` command: one subcommand per stage (what DVC runs), plus the pipeline and
+the registry.
 
-Expected failures (bad input data, bad settings, a failed validation) print one readable
-message and exit 1; a traceback is kept for real bugs.
+Expected failures (bad input data, bad settings, a failed validation, an unreachable
+registry) print one readable message and exit 1; a traceback is kept for real bugs.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from components.settings import ParamsError, load_params
-from flows.stages import STAGES
+from flows.stages import DATA_STAGES, MODEL_STAGES, select_cells
 
 # An entry point may set the process's defaults: TensorFlow's C++ info chatter hides progress.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,48 +23,173 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 app = typer.Typer(help="EmoFlow: a reproducible facial expression recognition pipeline.", no_args_is_help=True)
 
-ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="Settings file.", exists=False)
+ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="Settings file.")
+ArchitectureOption = typer.Option(None, "--architecture", "-a", help="Only models of this architecture.")
+EmotionSetOption = typer.Option(None, "--emotion-set", "-e", help="Only models of this emotion set.")
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from components.evaluate import EvaluationError
     from components.ingest import IngestError
+    from components.registry import RegistryError
     from components.validate import DataValidationError
 
-    return ParamsError, IngestError, DataValidationError, EvaluationError, FileNotFoundError
+    return ParamsError, IngestError, DataValidationError, EvaluationError, RegistryError, FileNotFoundError
 
 
-def _run_stage(name: str, params_path: Path) -> object:
+def _guarded(name: str, action: Callable[[], object]) -> object:
     try:
-        result = STAGES[name](load_params(params_path))
+        return action()
     except _user_errors() as err:
         typer.secho(f"emoflow {name}: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
-    typer.echo(f"emoflow {name}: done: {result}")
-    return result
 
 
-def _register(name: str, help_text: str) -> None:
+def _register_data_stage(name: str, stage) -> None:
     def command(params: Path = ParamsOption) -> None:
-        _run_stage(name, params)
+        result = _guarded(name, lambda: stage(load_params(params)))
+        typer.echo(f"emoflow {name}: done: {result}")
 
-    app.command(name=name, help=help_text)(command)
+    app.command(name=name, help=(stage.__doc__ or "").strip())(command)
 
 
-for _name, _stage in STAGES.items():
-    _register(_name, (_stage.__doc__ or "").strip() or f"Run the {_name} stage.")
+def _register_model_stage(name: str, stage) -> None:
+    def command(
+        params: Path = ParamsOption,
+        architecture: Optional[str] = ArchitectureOption,  # noqa: UP007 (typer reads the annotation)
+        emotion_set: Optional[str] = EmotionSetOption,  # noqa: UP007
+    ) -> None:
+        settings = _guarded(name, lambda: load_params(params))
+        for cell in _guarded(name, lambda: select_cells(settings, architecture, emotion_set)):
+            result = _guarded(name, lambda: stage(settings, cell))
+            typer.echo(f"emoflow {name} {cell.key}: done: {result}")
+
+    app.command(name=name, help=f"{(stage.__doc__ or '').strip()} (every grid cell unless filtered)")(command)
+
+
+for _name, _stage in DATA_STAGES.items():
+    _register_data_stage(_name, _stage)
+for _name, _stage in MODEL_STAGES.items():
+    _register_model_stage(_name, _stage)
 
 
 @app.command()
 def pipeline(params: Path = ParamsOption) -> None:
     """Run every stage as one Prefect flow run (the same functions DVC runs)."""
-    from flows.training import training_flow
+    from flows.training import run_pipeline
 
+    _guarded("pipeline", lambda: run_pipeline(str(params)))
+
+
+@app.command(name="registry")
+def registry_list(params: Path = ParamsOption) -> None:
+    """List registered models, their versions, aliases and blessings."""
+    from components import registry, tracking
+
+    settings = _guarded("registry", lambda: load_params(params))
+    client = tracking.connect(settings.mlflow)
+    for name in registry.model_names(client):
+        typer.echo(name)
+        for v in registry.versions(client, name):
+            aliases = ",".join(v.aliases) or "-"
+            typer.echo(
+                f"  v{v.version:<4} aliases={aliases:<22} blessing={v.tags.get(registry.BLESSING_TAG, '-'):<7} "
+                f"{v.tags.get('architecture', '?')}/{v.tags.get('emotion_set', '?')} run={v.run_id}"
+            )
+
+
+@app.command()
+def rollback(name: str, params: Path = ParamsOption) -> None:
+    """Move NAME's champion alias back to the previous blessed version."""
+    from components import registry, tracking
+
+    settings = _guarded("rollback", lambda: load_params(params))
+    client = tracking.connect(settings.mlflow)
+    before, after = _guarded("rollback", lambda: registry.rollback(client, name))
+    typer.echo(f"{name}: champion moved from v{before} back to v{after}")
+
+
+def _consumer_errors() -> tuple[type[Exception], ...]:
+    from mlflow.exceptions import MlflowException
+
+    from components.export import ExportError
+    from components.faces import ImageError
+    from components.predict import PredictError
+
+    return ParamsError, FileNotFoundError, ImageError, PredictError, ExportError, MlflowException
+
+
+def _consumer(name: str, action: Callable[[], str]) -> None:
     try:
-        training_flow(str(params))
-    except _user_errors() as err:
-        typer.secho(f"emoflow pipeline: {err}", err=True, fg=typer.colors.RED)
+        summary = action()
+    except _consumer_errors() as err:
+        typer.secho(f"emoflow {name}: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
+    typer.echo(f"emoflow {name}: done: {summary}", err=True)  # stdout may carry the results
+
+
+ModelOption = typer.Option(
+    None,
+    "--model",
+    "-m",
+    help="models:/NAME@ALIAS, an MLflow model folder, or a .keras file (default: predict.model).",
+)
+SourcesArgument = typer.Argument(None, help="Image files, folders of images, or video files.")
+OutOption = typer.Option(
+    None, "--out", "-o", help="Images: a .csv or .json table. Videos: .jsonl. Default: stdout."
+)
+AnnotateOption = typer.Option(None, help="Folder for copies with boxes and labels drawn.")
+ModeOption = typer.Option("detect", help="detect: find the faces; faces: each image is a face.")
+WebcamOption = typer.Option(None, help="Read this camera (OpenCV index); Ctrl-C stops.")
+MaxFramesOption = typer.Option(None, help="Stop each video or the webcam after this many frames.")
+ExportOutOption = typer.Option(
+    Path("models/export"), "--out", "-o", help="Folder for model.onnx, model.tflite, parity.json."
+)
+
+
+@app.command()
+def predict(
+    sources: list[Path] | None = SourcesArgument,
+    model: str | None = ModelOption,
+    out: Path | None = OutOption,
+    annotate: Path | None = AnnotateOption,
+    mode: str = ModeOption,
+    webcam: int | None = WebcamOption,
+    max_frames: int | None = MaxFramesOption,
+    params: Path = ParamsOption,
+) -> None:
+    """Emotions per face: images to a table; videos and webcams to smoothed JSON lines."""
+    from components import predict as consumer
+
+    def action() -> str:
+        settings = load_params(params)
+        classifier = consumer.load_classifier(
+            model or settings.predict.model, settings.serve, settings.mlflow
+        )
+        return consumer.run(
+            classifier, sources or [], settings.predict, out, annotate, mode, webcam, max_frames
+        )
+
+    _consumer("predict", action)
+
+
+@app.command()
+def export(
+    model: str | None = ModelOption, out: Path = ExportOutOption, params: Path = ParamsOption
+) -> None:
+    """Export a model's network to ONNX and TFLite, each checked against Keras."""
+    from components import export as exporter
+    from components.predict import load_classifier
+
+    def action() -> str:
+        settings = load_params(params)
+        classifier = load_classifier(
+            model or settings.predict.model, settings.serve, settings.mlflow
+        )
+        outputs = exporter.export(classifier.network, classifier.emotions, out)
+        return f"{outputs.folder}, largest difference from Keras: {outputs.max_difference}"
+
+    _consumer("export", action)
 
 
 if __name__ == "__main__":

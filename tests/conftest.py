@@ -24,7 +24,7 @@ SHARED_DATA = Path(os.environ.get("EMOFLOW_SHARED_DATA", ROOT.parent / "shared" 
 TINY_OVERRIDES = {
     "sample": {"images_per_class": 12, "ckplus_subjects": 3, "ckplus_frames": 4},
     "train": {"epochs": 2, "batch_size": 32},
-    "promote": {"thresholds": {"fer2013.accuracy": 0.0}},
+    "promote": {"value_thresholds": {"fer2013.accuracy": 0.0}},
 }
 
 

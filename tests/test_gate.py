@@ -1,40 +1,74 @@
-"""The gate's verdicts (the registry side is covered by the pipeline tests)."""
+"""The gate's verdicts, as a table of candidate/champion metrics (TFX Evaluator semantics)."""
 
 import pytest
 
-from components.evaluate import flatten_metrics
-from components.promote import judge
+from components.gate import NO_CHAMPION, flatten_metrics, judge
 
-METRICS = {"fer2013": {"accuracy": 0.92, "per_class": {"fear": {"recall": 0.5}}}, "ckplus": {"accuracy": 0.4}}
+
+def metrics(accuracy=0.92, fear_recall=0.5, happy_recall=0.9, cross=0.4):
+    return {
+        "fer2013": {"accuracy": accuracy, "per_class": {"fear": {"recall": fear_recall}, "happy": {"recall": happy_recall}}},
+        "ckplus": {"accuracy": cross},
+    }
 
 
 def test_flatten_uses_dotted_keys():
-    assert flatten_metrics(METRICS) == {
+    assert flatten_metrics(metrics()) == {
         "fer2013.accuracy": 0.92,
         "fer2013.per_class.fear.recall": 0.5,
+        "fer2013.per_class.happy.recall": 0.9,
         "ckplus.accuracy": 0.4,
     }
 
 
+VALUE = {"fer2013.accuracy": 0.9}
+CHANGE = {"fer2013.accuracy": 0.02}
+
+
 @pytest.mark.parametrize(
-    ("thresholds", "passed", "failing"),
+    ("candidate", "champion", "value", "change", "passed", "value_passed", "failing"),
     [
-        ({"fer2013.accuracy": 0.9}, True, []),
-        ({"fer2013.accuracy": 0.92}, True, []),
-        ({"fer2013.accuracy": 0.9, "ckplus.accuracy": 0.5}, False, ["ckplus.accuracy"]),
-        ({"fer2013.per_class.fear.recall": 0.6}, False, ["fer2013.per_class.fear.recall"]),
-        ({"fer2013.macro_f1": 0.1}, False, ["fer2013.macro_f1"]),
-        ({}, False, []),
+        (metrics(), None, VALUE, CHANGE, True, True, []),  # first model: change skipped
+        (metrics(0.93), metrics(0.94), VALUE, CHANGE, True, True, []),  # drop within delta
+        (metrics(0.93), metrics(0.95), VALUE, CHANGE, True, True, []),  # drop exactly delta
+        (metrics(0.91), metrics(0.95), VALUE, CHANGE, False, True, ["fer2013.accuracy"]),  # beyond delta
+        (metrics(0.97), metrics(0.95), VALUE, CHANGE, True, True, []),  # better
+        (metrics(0.85), metrics(0.80), VALUE, CHANGE, False, False, ["fer2013.accuracy"]),  # below the floor
+        (metrics(), None, {"fer2013.per_class.*.recall": 0.6}, {}, False, False, ["fer2013.per_class.fear.recall"]),
+        (metrics(), None, {"ckplus.accuracy": 0.3, "fer2013.macro_f1": 0.1}, {}, False, False, ["fer2013.macro_f1"]),
+        (metrics(), metrics(), {}, {"fer2013.macro_f1": 0.1}, False, True, ["fer2013.macro_f1"]),  # missing in both
+        (metrics(), metrics(), {}, {}, False, False, []),  # nothing configured: no blessing
     ],
-    ids=["pass", "at-bound", "cross-dataset-below", "class-recall-below", "missing-metric", "no-thresholds"],
+    ids=["first-run", "drop-within-delta", "drop-at-delta", "drop-beyond-delta", "better", "below-value-bound",
+         "one-class-below-floor", "missing-metric", "missing-change-metric", "no-thresholds"],
 )
-def test_judge(thresholds, passed, failing):
-    verdict, checks = judge(METRICS, thresholds)
-    assert verdict is passed
-    assert [c["metric"] for c in checks if not c["passed"]] == failing
-    assert {c["metric"] for c in checks} == set(thresholds)
+def test_gate_semantics(candidate, champion, value, change, passed, value_passed, failing):
+    verdict = judge(candidate, champion, value, change)
+    assert verdict["passed"] is passed
+    assert verdict["value_passed"] is value_passed
+    assert [c["metric"] for c in verdict["checks"] if not c["passed"]] == failing
+
+
+def test_first_model_says_change_thresholds_were_skipped():
+    verdict = judge(metrics(), None, VALUE, CHANGE)
+    assert verdict["note"] == NO_CHAMPION
+    assert [c["kind"] for c in verdict["checks"]] == ["value"]
+
+
+def test_every_check_records_value_bound_and_reason():
+    verdict = judge(metrics(0.91), metrics(0.95), VALUE, CHANGE)
+    value, change = verdict["checks"]
+    assert value == {"kind": "value", "metric": "fer2013.accuracy", "value": 0.91, "bound": 0.9, "passed": True,
+                     "reason": "0.9100 >= 0.9"}
+    assert change["kind"] == "change" and change["bound"] == pytest.approx(0.93) and change["passed"] is False
+    assert change["reason"] == "0.9100 < champion 0.9500 - 0.0200"
+
+
+def test_wildcard_checks_every_class():
+    verdict = judge(metrics(), None, {"fer2013.per_class.*.recall": 0.4}, {})
+    assert sorted(c["metric"] for c in verdict["checks"]) == ["fer2013.per_class.fear.recall", "fer2013.per_class.happy.recall"]
 
 
 def test_missing_metric_says_so():
-    _, checks = judge(METRICS, {"fer2013.macro_f1": 0.1})
-    assert checks[0]["value"] is None and checks[0]["reason"] == "missing metric"
+    verdict = judge(metrics(), None, {"fer2013.macro_f1": 0.1}, {})
+    assert verdict["checks"][0]["value"] is None and verdict["checks"][0]["reason"] == "missing metric"

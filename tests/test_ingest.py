@@ -7,11 +7,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
+from components.artifacts import read_json
 from components.ingest import IngestError, ingest, read_ckplus48, read_fer2013_csv, split_counts
 from components.manifest import read_dataset
 from components.settings import IngestSettings
+from components.splits import subject_folds
 
 GOOD_PIXELS = " ".join(["128"] * 2304)
 
@@ -214,3 +217,86 @@ def test_real_ckplus48_counts_match_its_readme(shared_data):
 )
 def test_subject_split_counts_cover_every_split_when_possible(total, expected):
     assert split_counts(total, {"train": 0.7, "val": 0.15, "test": 0.15}) == expected
+
+
+# --- bad records set aside (ingest.on_bad_record: skip) ------------------------------------
+
+
+def test_skip_quarantines_bad_rows_and_keeps_the_rest(settings):
+    rows = rows_for({"Training": 2, "PublicTest": 1, "PrivateTest": 1})
+    rows[3] = ("0", " ".join(["1"] * 2303), "Training")
+    rows[5] = ("9", GOOD_PIXELS, "Training")
+    rows[7] = ("3", "12.5 " + " ".join(["1"] * 2303), "Training")
+    fer_csv(settings.fer2013, rows)
+    text = settings.fer2013.read_text()
+    settings.fer2013.write_text(text[: len(text) - 3000])  # and the last row is cut short
+    outputs = ingest(settings.model_copy(update={"on_bad_record": "skip"}))
+    report = read_json(outputs.quarantine)
+    assert report["count"] == 4
+    assert [(r["record"], r["reason"]) for r in report["records"]] == [
+        ("row 3 (line 5)", "2303 pixels, expected 2304"),
+        ("row 5 (line 7)", "emotion '9' is not a FER2013 code 0..6"),
+        ("row 7 (line 9)", "pixel '12.5' is not an integer"),
+        ("row 27 (line 29)", "empty Usage (is the file truncated?)"),
+    ]
+    assert {r["file"] for r in report["records"]} == {str(settings.fer2013)}
+    manifest = read_dataset(outputs.fer2013).manifest
+    assert len(manifest) == 28 - 4
+    assert not {"fer2013-00003", "fer2013-00005", "fer2013-00007", "fer2013-00027"} & set(manifest["id"])
+
+
+def test_an_error_run_removes_a_stale_quarantine_report(settings):
+    fer_csv(settings.fer2013, rows_for({"Training": 1, "PublicTest": 1, "PrivateTest": 1}))
+    skipped = ingest(settings.model_copy(update={"on_bad_record": "skip"}))
+    assert read_json(skipped.quarantine) == {"count": 0, "records": []}
+    assert ingest(settings).quarantine is None
+    assert not skipped.quarantine.exists(), "a report of an earlier run must not outlive it"
+
+
+# --- CK+ folds -----------------------------------------------------------------------------
+
+
+def test_subject_folds_group_by_subject_and_balance_images():
+    rng = np.random.default_rng(1)
+    subjects = pd.Series([f"S{s:03d}" for s in range(40) for _ in range(int(rng.integers(1, 12)))])
+    folds = subject_folds(subjects, 10, seed=7)
+    assert set(folds) == set(range(10))
+    assert (pd.Series(folds).groupby(subjects).nunique() == 1).all(), "a subject sits in one fold"
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= 11, "folds differ by at most one subject's images"
+    assert (subject_folds(subjects, 10, seed=7) == folds).all()
+    assert (subject_folds(subjects, 10, seed=8) != folds).any(), "the seed changes the folds"
+
+
+def test_written_manifests_carry_folds(settings):
+    fer_csv(settings.fer2013, rows_for({"Training": 1, "PublicTest": 1, "PrivateTest": 1}))
+    outputs = ingest(settings)
+    assert (read_dataset(outputs.fer2013).manifest["fold"] == -1).all()
+    ck = read_dataset(outputs.ckplus).manifest
+    assert ck["fold"].between(0, 9).all() and (ck.groupby("subject")["fold"].nunique() == 1).all()
+
+
+@pytest.mark.realdata
+def test_real_ckplus48_ten_folds_by_subject(shared_data):
+    manifest = read_ckplus48(shared_data / "ckplus48", IngestSettings()).manifest
+    assert sorted(manifest["fold"].unique()) == list(range(10))
+    assert (manifest.groupby("subject")["fold"].nunique() == 1).all()
+    per_fold = manifest.groupby("fold").agg(images=("id", "size"), subjects=("subject", "nunique"))
+    assert per_fold["images"].sum() == 981 and per_fold["images"].max() - per_fold["images"].min() <= 11
+    assert per_fold["subjects"].min() >= 10
+
+
+def test_skip_quarantines_bad_ckplus48_images(settings):
+    (settings.ckplus / "boredom").mkdir()
+    cv2.imwrite(str(settings.ckplus / "boredom" / "S009_001_00000001.png"), np.zeros((48, 48), np.uint8))
+    (settings.ckplus / "happy" / "S005_001_00000005.png").write_bytes(b"\x89PNG garbage")
+    fer_csv(settings.fer2013, rows_for({"Training": 1, "PublicTest": 1, "PrivateTest": 1}))
+    outputs = ingest(settings.model_copy(update={"on_bad_record": "skip"}))
+    records = read_json(outputs.quarantine)["records"]
+    assert [(Path(r["file"]).name, r["reason"].split(" (")[0]) for r in records] == [
+        ("boredom", "class folder 'boredom' is not in the CK+48 label map"),
+        ("S005_001_00000005.png", "cannot decode the image"),
+    ]
+    ids = set(read_dataset(outputs.ckplus).manifest["id"])
+    assert "ckplus-S005_001_00000004" in ids and "ckplus-S005_001_00000005" not in ids
+    assert not any(i.startswith("ckplus-S009") for i in ids)

@@ -23,7 +23,8 @@ from tests.conftest import ROOT, TINY_OVERRIDES, write_params
 
 pytestmark = pytest.mark.slow
 PROJECT_FILES = ["components", "flows", "dvc.yaml", "pyproject.toml", ".dvc/config", ".gitignore"]
-MODEL_NAME = "emoflow-fer"
+MODEL_NAME = "emoflow-fer7"
+KEY = "convnn-fer7"
 
 
 def copy_project(target: Path) -> Path:
@@ -55,10 +56,15 @@ def client_for(project: Path) -> mlflow.MlflowClient:
 def dvc_project(tmp_path_factory) -> Path:
     project = copy_project(tmp_path_factory.mktemp("dvc-project"))
     run(["git", "init", "-q"], project)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], project)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], project)
+    commit(project, "tiny")
     run(["dvc", "repro"], project)
+    commit(project, "first run")
     return project
+
+
+def commit(project: Path, message: str) -> None:
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], project)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +86,7 @@ def prefect_project(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_dvc_repro_registers_a_champion(dvc_project):
-    blessing = json.loads((dvc_project / "reports/promotion.json").read_text())
+    blessing = json.loads((dvc_project / f"reports/promotion/{KEY}.json").read_text())
     assert blessing["passed"] is True and blessing["version"] == "1"
     champion = client_for(dvc_project).get_model_version_by_alias(MODEL_NAME, "champion")
     assert str(champion.version) == "1" and champion.run_id == blessing["run_id"]
@@ -99,15 +105,15 @@ def test_dvc_metrics_and_plots_show(dvc_project):
     values = json.loads(metrics)
     assert "fer2013" in json.dumps(values) and "accuracy" in json.dumps(values)
     plots = json.loads(run(["dvc", "plots", "show", "--json"], dvc_project).stdout)["data"]
-    assert {"reports/augmentation_grid.png", "reports/evaluation/confusion.png"} <= set(plots)
-    confusion = plots["reports/evaluation/predictions_fer2013.csv"][0]["content"]["data"]["values"]
-    test_rows = len(pd.read_csv(dvc_project / "reports/evaluation/predictions_fer2013.csv"))
+    assert {"reports/augmentation_grid.png", f"reports/figures/{KEY}/confusion.png"} <= set(plots)
+    confusion = plots[f"reports/predictions/{KEY}/fer2013.csv"][0]["content"]["data"]["values"]
+    test_rows = len(pd.read_csv(dvc_project / f"reports/predictions/{KEY}/fer2013.csv"))
     assert len(confusion) == test_rows > 0 and {"actual", "predicted"} <= set(confusion[0])
 
 
 def test_prefect_flow_produces_the_same_outputs_as_dvc(dvc_project, prefect_project):
     project, results = prefect_project
-    assert set(results) == {"sample", "ingest", "validate", "preprocess", "train", "evaluate", "promote"}
+    assert set(results) == {"sample", "ingest", "validate", "preprocess", f"train/{KEY}", f"evaluate/{KEY}", f"promote/{KEY}"}
     for dataset in ("fer2013", "ckplus"):
         a = pd.read_parquet(dvc_project / f"data/interim/{dataset}/manifest.parquet")
         b = pd.read_parquet(project / f"data/interim/{dataset}/manifest.parquet")
@@ -116,10 +122,10 @@ def test_prefect_flow_produces_the_same_outputs_as_dvc(dvc_project, prefect_proj
     assert shards and shards == sorted(p.relative_to(project) for p in (project / "data/processed").rglob("*.tfrecord.gz"))
     for shard in shards:
         assert (dvc_project / shard).read_bytes() == (project / shard).read_bytes(), shard
-    dvc_metrics = json.loads((dvc_project / "reports/evaluation/metrics.json").read_text())
-    flow_metrics = json.loads((project / "reports/evaluation/metrics.json").read_text())
+    dvc_metrics = json.loads((dvc_project / f"reports/evaluation/{KEY}/metrics.json").read_text())
+    flow_metrics = json.loads((project / f"reports/evaluation/{KEY}/metrics.json").read_text())
     assert dvc_metrics == flow_metrics, "seeded, deterministic training gives the same model"
-    assert json.loads((project / "reports/promotion.json").read_text())["passed"] is True
+    assert json.loads((project / f"reports/promotion/{KEY}.json").read_text())["passed"] is True
 
 
 def test_champion_loads_from_the_registry_and_predicts(dvc_project, monkeypatch):
@@ -136,7 +142,7 @@ def test_champion_loads_from_the_registry_and_predicts(dvc_project, monkeypatch)
 
     from components.preprocessing import to_model_input
 
-    direct = keras.models.load_model(dvc_project / "models/model.keras").predict(to_model_input(faces), verbose=0)
+    direct = keras.models.load_model(dvc_project / f"models/{KEY}/model.keras").predict(to_model_input(faces), verbose=0)
     np.testing.assert_allclose(probabilities.to_numpy(), direct, atol=1e-6)
 
 
@@ -149,16 +155,31 @@ def test_gate_refuses_a_model_below_threshold(prefect_project, monkeypatch):
     champion_before = client_for(project).get_model_version_by_alias(MODEL_NAME, "champion")
     strict = write_params(
         project, {**TINY_OVERRIDES, "train": {**TINY_OVERRIDES["train"], "seed": 7},
-                  "promote": {"thresholds": {"fer2013.accuracy": 1.01}}}
+                  "promote": {"value_thresholds": {"fer2013.accuracy": 1.01}}}
     )
     params = load_params(strict)
-    stages.train(params)
-    stages.evaluate(params)
-    blessing = stages.promote(params)
+    [cell] = params.train.grid()
+    stages.train(params, cell)
+    stages.evaluate(params, cell)
+    blessing = stages.promote(params, cell)
     assert blessing.passed is False and blessing.version is None
-    assert [c["metric"] for c in blessing.checks if not c["passed"]] == ["fer2013.accuracy"]
-    report = json.loads((project / "reports/promotion.json").read_text())
+    assert [c["metric"] for c in blessing.checks if c["kind"] == "value" and not c["passed"]] == ["fer2013.accuracy"]
+    report = json.loads((project / f"reports/promotion/{KEY}.json").read_text())
     assert report["passed"] is False and "< 1.01" in report["checks"][0]["reason"]
     client = client_for(project)
     assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == champion_before.version
     assert len(client.search_model_versions(f"name = '{MODEL_NAME}'")) == 1
+
+
+def test_metrics_diff_between_commits_shows_a_params_change(dvc_project):
+    """Runs last: it changes the DVC project's params and outputs."""
+    write_params(dvc_project, {**TINY_OVERRIDES, "train": {**TINY_OVERRIDES["train"], "epochs": 4}})
+    run(["dvc", "repro"], dvc_project)
+    commit(dvc_project, "more epochs")
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], dvc_project).stdout)
+    changed = diff[f"reports/evaluation/{KEY}/metrics.json"]
+    assert changed, "four epochs instead of two must move some metric"
+    assert all(set(entry) >= {"old", "new"} for entry in changed.values())
+    params_diff = json.loads(run(["dvc", "params", "diff", "HEAD~1", "HEAD", "--json"], dvc_project).stdout)
+    epochs = params_diff["params.yaml"]["train.epochs"]
+    assert (epochs["old"], epochs["new"]) == (2, 4)

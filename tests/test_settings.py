@@ -8,7 +8,8 @@ from tests.conftest import ROOT, write_params
 
 def test_project_params_load_into_typed_settings():
     params = load_params(ROOT / "params.yaml")
-    assert params.train.emotions == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    assert params.train.emotion_sets["fer7"] == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    assert [cell.key for cell in params.train.grid()] == ["convnn-fer7"]
     assert params.validate_.required_splits == ["train", "val", "test"]
     assert params.ingest.fer2013 == Path("data/sample/fer2013.csv")
 
@@ -32,14 +33,21 @@ def test_bad_value_is_named(tmp_path):
 
 
 def test_unknown_emotion_is_named(tmp_path):
-    path = write_params(tmp_path, {"train": {"emotions": ["angry", "bored"]}})
-    with pytest.raises(ParamsError, match=r"train\.emotions.*unknown emotion 'bored'"):
+    path = write_params(tmp_path, {"train": {"emotion_sets": {"odd": ["angry", "bored"]}}})
+    with pytest.raises(ParamsError, match=r"train\.emotion_sets.*unknown emotion 'bored'"):
         load_params(path)
 
 
 def test_calm_is_neutral(tmp_path):
-    path = write_params(tmp_path, {"train": {"emotions": ["fear", "anger", "calm"]}})
-    assert load_params(path).train.emotions == ("fear", "angry", "neutral")
+    path = write_params(tmp_path, {"train": {"emotion_sets": {"riot": ["fear", "anger", "calm"]}}})
+    assert load_params(path).train.emotion_sets["riot"] == ("fear", "angry", "neutral")
+
+
+def test_grid_is_architectures_times_emotion_sets(tmp_path):
+    path = write_params(tmp_path, {"train": {"emotion_sets": {"riot": ["fear", "anger", "calm"], "pair": ["anger", "disgust"]}}})
+    params = load_params(path)
+    assert [c.key for c in params.train.grid()] == ["convnn-fer7", "convnn-riot", "convnn-pair"]
+    assert params.promote.registered_name(params.train.grid()[1]) == "emoflow-riot"
 
 
 def test_usage_fractions_must_sum_to_one(tmp_path):

@@ -1,0 +1,82 @@
+"""Frame sequences for the time-series networks (ConvolutionalLstmNN, TimeDelayConvNN).
+
+A CK+ sequence runs from a neutral face to the peak of one emotion. Ingest keeps only some
+of its frames (the first as neutral and the last ``ckplus_peak_frames``); a sequence here is
+what the manifest holds of it, frames in numeric order, labelled with the emotion of its last
+frame, the sequence's emotion. Preprocess writes one record per sequence
+(``components.tfrecords``) and the input pipeline cuts it into windows of ``time_delay``
+frames (:func:`windows`), so changing ``time_delay`` needs no new records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from components.manifest import Dataset
+from components.tfrecords import write_sequence_split
+
+SEQUENCES_DIR = "sequences"  # under a dataset's shard folder
+
+
+@dataclass(frozen=True)
+class FrameSequence:
+    id: str  # <dataset>-<subject>_<sequence>
+    split: str
+    label: str  # canonical emotion of the last frame
+    rows: np.ndarray  # manifest rows of its frames, in frame order
+
+
+def frame_sequences(manifest: pd.DataFrame) -> list[FrameSequence]:
+    """The sequences of a dataset, in (subject, sequence) order; none for still-image datasets.
+
+    A sequence whose frames fall in more than one split is an error: splits are drawn by
+    subject, so that would mean frames of one person on both sides of an evaluation.
+    """
+    framed = manifest[(manifest["sequence"].astype(str) != "") & (manifest["frame"] >= 0)]
+    sequences = []
+    for (subject, sequence), group in framed.groupby(["subject", "sequence"], sort=True):
+        group = group.sort_values("frame", kind="stable")
+        name = f"{group['dataset'].iloc[0]}-{subject}_{sequence}"
+        splits = sorted(group["split"].unique())
+        if len(splits) != 1:
+            raise ValueError(
+                f"sequence {name}: its frames are in several splits ({', '.join(splits)})"
+            )
+        sequences.append(
+            FrameSequence(
+                id=name,
+                split=splits[0],
+                label=str(group["label"].iloc[-1]),
+                rows=group.index.to_numpy(),
+            )
+        )
+    return sequences
+
+
+def write_sequences(dataset: Dataset, folder: Path, examples_per_shard: int) -> list[Path]:
+    """Write the dataset's sequence records under ``folder/sequences``; nothing if it has none."""
+    sequences = frame_sequences(dataset.manifest.reset_index(drop=True))
+    paths: list[Path] = []
+    for split in sorted({s.split for s in sequences}):
+        paths += write_sequence_split(
+            dataset, sequences, split, folder / SEQUENCES_DIR, examples_per_shard
+        )
+    return paths
+
+
+def windows(frames: tf.Tensor, time_delay: int) -> tf.Tensor:
+    """``[n, ...]`` frames -> ``[max(n - time_delay + 1, 1), time_delay, ...]`` windows.
+
+    Every run of ``time_delay`` consecutive frames, in order; a sequence shorter than that
+    is padded in front with copies of its first frame, so it still yields one window.
+    """
+    n = tf.shape(frames)[0]
+    padded_length = tf.maximum(n, time_delay)
+    padded = tf.gather(frames, tf.maximum(tf.range(padded_length) - (padded_length - n), 0))
+    starts = tf.range(padded_length - time_delay + 1)
+    return tf.gather(padded, starts[:, tf.newaxis] + tf.range(time_delay)[tf.newaxis, :])

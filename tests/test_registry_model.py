@@ -1,0 +1,181 @@
+"""The registry model on raw images: faces found, input forms, face-crop mode, errors, parity.
+
+One tiny model is trained, logged and registered per module; every test loads it from the
+registry as a consumer would.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from components.faces import HAAR_CASCADE, crop_faces
+from components.inputs import scoring_batches
+from components.manifest import Dataset, describe_pixels
+from components.preprocessing import to_model_input
+from components.registry_model import BOX_COLUMNS
+from components.settings import ServeSettings
+from components.tfrecords import write_split
+from tests.consumers import (
+    EMOTIONS,
+    best_iou,
+    canvas_with_faces,
+    detectable_crops,
+    load_registered,
+    png,
+    register_tiny_model,
+)
+
+TABLE_COLUMNS = ["image", *BOX_COLUMNS, *EMOTIONS, "emotion"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    model_uri = register_tiny_model(folder, uri, serve=ServeSettings(margin=0.1, max_images=4))
+    return load_registered(model_uri, uri)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """Three images: no face, one face, three faces; and where the faces were put."""
+    crops = detectable_crops(3)
+    empty, _ = canvas_with_faces([])
+    one, one_box = canvas_with_faces(crops[:1])
+    three, three_boxes = canvas_with_faces(crops, size=(720, 300))
+    return [empty, one, three], [[], one_box, three_boxes]
+
+
+def test_one_row_per_face_and_none_for_an_image_without_faces(model, scenes):
+    images, placed = scenes
+    frame = pd.DataFrame(
+        {"image": [png(images[0]), base64.b64encode(png(images[1])).decode(), png(images[2])]}
+    )
+    result = model.predict(frame)
+    assert list(result.columns) == TABLE_COLUMNS
+    assert result["image"].tolist() == [1, 2, 2, 2]
+    for (_, row), expected in zip(result.iterrows(), [placed[1][0], *placed[2]]):
+        assert best_iou(expected, [row[list(BOX_COLUMNS)].to_numpy()]) > 0.6
+    probabilities = result[list(EMOTIONS)].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert result["emotion"].tolist() == [EMOTIONS[i] for i in probabilities.argmax(axis=1)]
+
+
+def test_no_face_anywhere_is_an_empty_table_not_an_error(model, scenes):
+    result = model.predict(pd.DataFrame({"image": [png(scenes[0][0])]}))
+    assert result.empty and list(result.columns) == TABLE_COLUMNS
+
+
+def test_every_input_form_gives_the_same_rows(model, scenes):
+    image = scenes[0][1]
+    expected = model.predict(pd.DataFrame({"image": [png(image)]}))
+    forms = [
+        (png(image), None),
+        ([image], None),
+        (image[np.newaxis], None),  # an array is a batch
+        ([image[..., ::-1]], {"channel_order": "rgb"}),
+        ({"image": np.array([base64.b64encode(png(image)).decode()])}, None),  # REST "inputs"
+        (pd.DataFrame({"image": [image]}), None),
+    ]
+    for model_input, params in forms:
+        pd.testing.assert_frame_equal(model.predict(model_input, params=params), expected)
+
+
+def test_face_crop_arrays_keep_the_skeleton_contract(model):
+    faces = np.stack(detectable_crops(3))
+    network = model.unwrap_python_model().network
+    direct = network.predict(to_model_input(faces), verbose=0)
+    result = model.predict(faces)
+    assert list(result.columns) == list(EMOTIONS)
+    np.testing.assert_allclose(result.to_numpy(), direct, atol=1e-6)
+    flat = pd.DataFrame(faces.reshape(3, -1))  # 2304 pixel columns
+    pd.testing.assert_frame_equal(model.predict(flat), result)
+    detected = model.predict(faces, params={"mode": "detect"})  # the same arrays as images
+    assert list(detected.columns) == TABLE_COLUMNS
+
+
+def test_faces_mode_takes_each_image_as_one_face(model):
+    faces = detectable_crops(2)
+    doubled = [np.repeat(np.repeat(face, 2, axis=0), 2, axis=1) for face in faces]  # 96x96
+    result = model.predict(
+        pd.DataFrame({"image": [png(f) for f in doubled]}), params={"mode": "faces"}
+    )
+    assert result["image"].tolist() == [0, 1]
+    assert result[list(BOX_COLUMNS)].to_numpy().tolist() == [[0, 0, 96, 96]] * 2
+    crops = model.predict(np.stack(faces))
+    np.testing.assert_allclose(result[list(EMOTIONS)].to_numpy(), crops.to_numpy(), atol=1e-6)
+
+
+def test_the_network_reads_what_training_reads(model, scenes, tmp_path):
+    """Spy on the network's input: the tf.data training tensor, bit for bit, and the crop
+    at the reported box with the logged margin for a detected face."""
+    classifier = model.unwrap_python_model()
+    seen = []
+    original = classifier._forward
+    classifier._forward = lambda x: seen.append(x.numpy()) or original(x)
+    try:
+        faces = np.stack(detectable_crops(2))
+        manifest = pd.DataFrame(
+            {"id": ["a", "b"], "label": ["happy", "sad"], "split": ["test"] * 2}
+        )
+        write_split(
+            Dataset(pd.concat([manifest, describe_pixels(faces)], axis=1), faces),
+            "test",
+            tmp_path,
+            10,
+        )
+        ((training_tensor, _),) = scoring_batches(
+            tmp_path, ["test"], ("happy", "sad"), 8
+        ).as_numpy_iterator()
+        model.predict(faces)
+        np.testing.assert_array_equal(seen[-1], training_tensor)
+
+        image = scenes[0][1]
+        row = model.predict([image]).iloc[0]
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        crop = crop_faces(gray, np.array([row[list(BOX_COLUMNS)].to_numpy(np.int64)]), margin=0.1)
+        np.testing.assert_array_equal(seen[-1], to_model_input(crop).numpy())
+    finally:
+        classifier._forward = original
+
+
+@pytest.mark.parametrize(
+    ("model_input", "params", "message"),
+    [
+        (
+            pd.DataFrame({"image": [png(np.zeros((60, 60), np.uint8)), b"\x89PNG nope"]}),
+            None,
+            r"image 1: not an image",
+        ),
+        (pd.DataFrame({"pixels": ["x"]}), None, r"a DataFrame needs an 'image' column"),
+        ([np.zeros((60, 60), np.uint8)] * 5, None, r"5 images in one call, over the limit of 4"),
+        ([np.zeros((60, 60), np.float32) + 0.5], None, r"image 0: pixels must be whole numbers"),
+        ([b"x"], {"mode": "guess"}, r"params.mode must be one of auto, detect, faces, got 'guess'"),
+        ([b"x"], {"channel_order": "gbr"}, r"params.channel_order must be one of bgr, rgb"),
+    ],
+)
+def test_bad_inputs_are_invalid_parameter_errors(model, model_input, params, message):
+    with pytest.raises(MlflowException, match=message) as raised:
+        model.predict(model_input, params=params)
+    assert raised.value.get_http_status_code() == 400
+
+
+def test_the_model_carries_its_detector_and_serve_settings(model):
+    classifier = model.unwrap_python_model()
+    assert classifier.settings.margin == 0.1 and classifier.settings.max_images == 4
+    detector = classifier.detector_file
+    assert detector.name == HAAR_CASCADE.name and detector != HAAR_CASCADE  # a copy in the model
+    assert detector.read_bytes() == HAAR_CASCADE.read_bytes()
+    signature = model.metadata.signature
+    assert signature.inputs is None
+    assert {p.name: p.default for p in signature.params.params} == {
+        "mode": "auto",
+        "channel_order": "bgr",
+    }
+    assert [c.name for c in signature.outputs.inputs] == TABLE_COLUMNS
