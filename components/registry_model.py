@@ -266,12 +266,12 @@ def log_registry_model(
         },
         code_paths=[str(COMPONENTS_DIR)],
         signature=signature(emotions),
-        pip_requirements=_requirements(),
+        pip_requirements=pip_requirements(),
     )
     return info.model_uri
 
 
-def _requirements() -> list[str]:
+def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     names = (

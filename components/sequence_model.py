@@ -21,7 +21,7 @@ from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
 from components.manifest import IMAGE_SIZE
 from components.preprocessing import to_model_input
-from components.registry_model import COMPONENTS_DIR, KERAS_ARTIFACT, LABELS_ARTIFACT, _requirements
+from components.registry_model import COMPONENTS_DIR, KERAS_ARTIFACT, LABELS_ARTIFACT, pip_requirements
 
 
 class SequenceClassifier(mlflow.pyfunc.PythonModel):
@@ -61,6 +61,6 @@ def log_sequence_model(
         artifacts={KERAS_ARTIFACT: str(keras_path), LABELS_ARTIFACT: str(labels_path)},
         code_paths=[str(COMPONENTS_DIR)],
         signature=signature,
-        pip_requirements=_requirements(),
+        pip_requirements=pip_requirements(),
     )
     return info.model_uri
