@@ -94,9 +94,19 @@ def _versions_of_run(client: mlflow.MlflowClient, name: str, run_id: str) -> lis
 
 
 def versions(client: mlflow.MlflowClient, name: str) -> list[VersionInfo]:
-    """All versions of a registered model, oldest first, with aliases and tags."""
+    """All versions of a registered model, oldest first, with aliases and tags.
+
+    Aliases come from the registered model: version searches leave them out.
+    """
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
     found = client.search_model_versions(f"name = '{name}'")
-    return sorted((_info(v) for v in found), key=lambda v: int(v.version))
+    infos = [_info(v) for v in found]
+    return sorted(
+        (VersionInfo(v.name, v.version, v.run_id, tuple(sorted(aliases.get(v.version, []))), v.tags) for v in infos),
+        key=lambda v: int(v.version),
+    )
 
 
 def model_names(client: mlflow.MlflowClient) -> list[str]:

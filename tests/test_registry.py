@@ -100,6 +100,8 @@ def test_champion_refusal_promotion_and_rollback(client, project):
 
     assert registry.rollback(client, NAME) == ("3", "1"), "v2 was never blessed, so rollback skips it"
     assert champion_version(client) == "1"
+    listed = {v.version: v.aliases for v in registry.versions(client, NAME)}
+    assert listed == {"1": ("champion",), "2": (), "3": ("challenger",)}, "what `emoflow registry` prints"
 
 
 def test_promoting_the_same_run_again_registers_nothing_new(client, project):
