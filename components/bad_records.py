@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+import pandas as pd
+
 from components.artifacts import write_json
 
 QUARANTINE_JSON = "quarantine.json"
@@ -63,3 +65,26 @@ class Quarantine:
                 ],
             },
         )
+
+
+def read_csv_strings(path: Path, columns: tuple[str, ...], setting: str) -> pd.DataFrame:
+    """A csv of the datasets as strings; problems of the whole file are raised here.
+
+    ``setting`` names the params key that points at the file, so the message says what
+    to fix.
+    """
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise IngestError(f"{path}: file not found ({setting} in params.yaml)") from None
+    except pd.errors.EmptyDataError:
+        raise IngestError(f"{path}: file is empty, expected a header {','.join(columns)}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as err:
+        raise IngestError(f"{path}: not a readable csv: {err}") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise IngestError(
+            f"{path}: missing column(s) {', '.join(missing)}; "
+            f"the header is {','.join(table.columns)}, expected {','.join(columns)}"
+        )
+    return table

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from components import labels
-from components.bad_records import BadRecord, IngestError, Quarantine, csv_row
+from components.bad_records import BadRecord, IngestError, Quarantine, csv_row, read_csv_strings
 
 EMOTION_COLUMNS = tuple(labels.FERPLUS_VOTES)
 VOTE_COLUMNS = (*EMOTION_COLUMNS, "unknown", "NF")
@@ -50,7 +50,7 @@ class FerPlusLabels:
 
 def read_ferplus(path: Path, usages: np.ndarray, csv_path: Path, quarantine: Quarantine) -> FerPlusLabels:
     """FER+ labels for the rows of ``csv_path``, whose ``Usage`` column is ``usages``."""
-    table = _aligned_rows(path, _read_table(path), usages, csv_path)
+    table = _aligned_rows(path, read_csv_strings(path, COLUMNS, "ingest.ferplus"), usages, csv_path)
     votes, valid = _vote_counts(path, table, quarantine)
     majority = majority_labels(votes)
     named = (table["Image name"] != "").to_numpy()
@@ -80,21 +80,6 @@ def vote_shares(votes: np.ndarray) -> np.ndarray:
     emotion_votes = votes[:, [names.index(name) for name in labels.CANONICAL]].astype(np.float32)
     totals = emotion_votes.sum(axis=1, keepdims=True)
     return emotion_votes / np.where(totals == 0, 1, totals)
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise IngestError(f"{path}: file not found (ingest.ferplus in params.yaml)") from None
-    except pd.errors.EmptyDataError:
-        raise IngestError(f"{path}: file is empty, expected a header {','.join(COLUMNS)}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
-        raise IngestError(f"{path}: not a readable csv: {err}") from None
-    missing = [c for c in COLUMNS if c not in table.columns]
-    if missing:
-        raise IngestError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}")
-    return table
 
 
 def _aligned_rows(path: Path, table: pd.DataFrame, usages: np.ndarray, csv_path: Path) -> pd.DataFrame:

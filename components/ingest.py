@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from components import labels
-from components.bad_records import QUARANTINE_JSON, BadRecord, IngestError, Quarantine, csv_row
+from components.bad_records import QUARANTINE_JSON, BadRecord, IngestError, Quarantine, csv_row, read_csv_strings
 from components.ckplus_original import is_original_layout, read_ckplus_original
 from components.ckplus_sequences import FRAME_COLUMNS, ckplus_dataset, keep_frames
 from components.fer2013_folders import read_fer2013_folders
@@ -158,20 +158,7 @@ def read_fer2013_csv(path: Path, settings: IngestSettings, quarantine: Quarantin
 
 def _read_csv_table(path: Path) -> pd.DataFrame:
     """The csv as strings; only problems of the whole file are raised here."""
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise IngestError(f"{path}: file not found (ingest.fer2013 in params.yaml)") from None
-    except pd.errors.EmptyDataError:
-        raise IngestError(f"{path}: file is empty, expected a header {','.join(FER2013_COLUMNS)}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as err:
-        raise IngestError(f"{path}: not a readable csv: {err}") from None
-    missing = [c for c in FER2013_COLUMNS if c not in table.columns]
-    if missing:
-        raise IngestError(
-            f"{path}: missing column(s) {', '.join(missing)}; "
-            f"the header is {','.join(table.columns)}, expected {','.join(FER2013_COLUMNS)}"
-        )
+    table = read_csv_strings(path, FER2013_COLUMNS, "ingest.fer2013")
     if table.empty:
         raise IngestError(f"{path}: has a header but no rows")
     return table
