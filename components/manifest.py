@@ -36,6 +36,7 @@ COLUMNS: tuple[str, ...] = (
 # Filled in when a dataset leaves them out: only CK+ has cross-validation folds.
 DEFAULTS: dict[str, object] = {"fold": -1}
 MANIFEST = "manifest.parquet"
+STATS_CHUNK = 4096  # images per block when computing pixel statistics
 PIXELS = "pixels.npy"
 SOFT_LABELS = "soft_labels.npy"
 
@@ -54,11 +55,15 @@ def describe_pixels(pixels: np.ndarray) -> pd.DataFrame:
     import hashlib
 
     flat = pixels.reshape(len(pixels), -1)
+    # Statistics in chunks: one float64 copy of all FER2013 pixels would add ~600 MB.
+    chunks = [
+        flat[start : start + STATS_CHUNK].astype(np.float64) for start in range(0, len(flat), STATS_CHUNK)
+    ]
     return pd.DataFrame(
         {
             "sha256": [hashlib.sha256(row.tobytes()).hexdigest() for row in flat],
-            "pixel_mean": flat.mean(axis=1).astype("float64"),
-            "pixel_std": flat.std(axis=1).astype("float64"),
+            "pixel_mean": np.concatenate([c.mean(axis=1) for c in chunks] or [np.zeros(0)]),
+            "pixel_std": np.concatenate([c.std(axis=1) for c in chunks] or [np.zeros(0)]),
         }
     )
 
