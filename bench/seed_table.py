@@ -1,6 +1,7 @@
 """EmoPy's published table, re-run: test accuracy per emotion set on FER2013.
 
-    python bench/seed_table.py EPOCHS [--architectures A ...] [--sets SET ...] [--data DATA] [--work DIR]
+    python bench/seed_table.py EPOCHS [--architectures A ...] [--sets SET ...] [--recipe KEY=VALUE ...]
+                                      [--data DATA] [--work DIR]
 
 EmoPy published ConvolutionalNN's accuracy on seven subsets of FER2013's emotions; this
 trains our networks on the same subsets, for EPOCHS epochs each (the budget), and prints
@@ -13,7 +14,9 @@ scored with flip test-time augmentation, the others without. Everything is writt
 ``--work`` (default: a folder in the temp dir, kept so that a rerun reuses the shards and a
 killed run resumes from its checkpoints). ``--sets`` picks emotion sets by name; ``fer7``,
 all seven classes, is the state-of-the-art comparison (about 0.73 for one network; EmoPy
-published no such figure).
+published no such figure). ``--recipe`` changes the recipe for this run only, as an entry of
+``train.overrides`` would (values in YAML; a nested block replaces that block whole), e.g.
+``--recipe mixup_alpha=0 'modern={widths: [32, 64, 128, 256]}'`` for a budget that fits a CPU.
 """
 
 from __future__ import annotations
@@ -54,11 +57,13 @@ def main() -> int:
         return 2
     from components.settings import load_params
 
-    params = load_params(ROOT / "params.yaml")
+    params = _with_recipe(load_params(ROOT / "params.yaml"), args.architectures, args.recipe)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {_devices()}"
     )
     print(f"budget: {args.epochs} epochs per model; work folder: {args.work}")
+    if args.recipe:
+        print(f"recipe changes: {' '.join(args.recipe)}")
     shards = _shards(params, fer2013, ckplus, args.work)
     rows = []
     for name in args.sets:
@@ -82,12 +87,40 @@ def _arguments() -> argparse.Namespace:
         default=list(PUBLISHED),
         help="default: EmoPy's seven",
     )
+    parser.add_argument(
+        "--recipe",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe changes for this run, as in train.overrides (YAML values)",
+    )
     default_data = os.environ.get("EMOFLOW_SHARED_DATA", ROOT.parent / "shared" / "data")
     parser.add_argument("--data", type=Path, default=Path(default_data))
     parser.add_argument(
         "--work", type=Path, default=Path(tempfile.gettempdir()) / "emoflow-seed-table"
     )
     return parser.parse_args()
+
+
+def _with_recipe(params, architectures: list[str], assignments: list[str]):
+    """``params`` with ``assignments`` (``key=yaml``) added to each architecture's overrides."""
+    import yaml
+
+    from components.settings import Params
+
+    changes = {}
+    for assignment in assignments:
+        key, separator, value = assignment.partition("=")
+        if not separator:
+            raise SystemExit(f"--recipe {assignment}: expected KEY=VALUE")
+        changes[key] = yaml.safe_load(value)
+    if not changes:
+        return params
+    document = params.model_dump(mode="json", by_alias=True)
+    overrides = document["train"]["overrides"]
+    for architecture in architectures:
+        overrides[architecture] = {**overrides.get(architecture, {}), **changes}
+    return Params.model_validate(document)
 
 
 def _shards(params, fer2013: Path, ckplus: Path, work: Path) -> Path:

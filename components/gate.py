@@ -3,8 +3,11 @@
 Value thresholds bound a metric from below. Change thresholds bound how far a candidate
 may fall below the current champion, both scored on the same data in the same run; the
 first model of a name has no champion, so its change thresholds are skipped and the
-blessing says so. No thresholds at all means no blessing: an unguarded gate would
-promote anything.
+blessing says so. A threshold's first key part names a dataset; it applies to the models
+scored on that dataset (image networks on ``fer2013``/``ckplus``, sequence networks on
+``ckplus_sequences``), so one set of thresholds serves a grid of both, and the blessing lists
+the thresholds left aside. Within a scored dataset a missing metric fails. No applicable
+thresholds at all means no blessing: an unguarded gate would promote anything.
 """
 
 from __future__ import annotations
@@ -36,6 +39,16 @@ def _matching(pattern: str, flat: dict[str, float]) -> list[str]:
     ) or [pattern]
 
 
+def _on_datasets(thresholds: dict[str, float], datasets: list[str]) -> tuple[dict[str, float], list[str]]:
+    """The thresholds whose dataset (first key part, ``*`` allowed) the candidate was scored
+    on, and the keys of the others."""
+    def applies(pattern: str) -> bool:
+        return any(fnmatch.fnmatchcase(dataset, pattern.split(".")[0]) for dataset in datasets)
+
+    kept = {pattern: bound for pattern, bound in thresholds.items() if applies(pattern)}
+    return kept, sorted(set(thresholds) - set(kept))
+
+
 def _check(metric: str, value: float | None, bound: float, kind: str, reference: float | None = None) -> dict:
     passed = value is not None and value >= bound
     if value is None:
@@ -58,6 +71,9 @@ def judge(
     ``value_passed`` alone makes a candidate a challenger; ``passed`` (value and change)
     makes it the champion.
     """
+    datasets = sorted(candidate)
+    value_thresholds, value_aside = _on_datasets(value_thresholds, datasets)
+    change_thresholds, change_aside = _on_datasets(change_thresholds, datasets)
     flat = flatten_metrics(candidate)
     value_checks = [
         _check(key, flat.get(key), bound, "value")
@@ -84,5 +100,6 @@ def judge(
         "passed": passed,
         "value_passed": value_passed,
         "checks": value_checks + change_checks,
-        "note": note if guarded else "no thresholds configured: no blessing",
+        "note": note if guarded else f"no thresholds on {', '.join(datasets)}: no blessing",
+        "not_applicable": sorted(set(value_aside) | set(change_aside)),
     }

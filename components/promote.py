@@ -22,6 +22,7 @@ from components.artifacts import read_json, write_json
 from components.evaluate import METRICS_FILE, EvaluationError, score_network
 from components.gate import judge
 from components.settings import SEQUENCE_ARCHITECTURES, EvaluateSettings, MlflowSettings, ModelCell, PromoteSettings
+from components.sequences import SEQUENCES_DIR
 from components.tfrecords import shard_paths
 from components.train import RUN_FILE
 
@@ -62,7 +63,7 @@ def promote(
     verdict = judge(metrics, champion_metrics, settings.value_thresholds, settings.change_thresholds)
     version = None
     if verdict["value_passed"]:
-        tags = _version_tags(cell, run, processed, evaluate_settings, verdict)
+        tags = _version_tags(cell, run, _scored_folders(cell, processed, evaluate_settings, sequence_dataset), verdict)
         version = retry(lambda: registry.register_once(client, name, run["run_id"], run["model_uri"], tags), f"registering {name}")
         retry(lambda: client.set_registered_model_alias(name, registry.CHALLENGER, version), "setting the challenger alias")
         if verdict["passed"]:
@@ -93,11 +94,18 @@ def _rescore(name: str, version: str, cell: ModelCell, processed: Path, settings
     return {name_: s.metrics for name_, s in score_network(network, cell.emotions, processed, settings).items()}
 
 
-def _version_tags(cell: ModelCell, run: dict, processed: Path, settings: EvaluateSettings, verdict: dict) -> dict[str, str]:
+def _scored_folders(cell: ModelCell, processed: Path, settings: EvaluateSettings, sequence_dataset: str) -> list[Path]:
+    """The record folders the candidate was scored on: face shards, or sequence records."""
+    if cell.architecture in SEQUENCE_ARCHITECTURES:
+        return [processed / sequence_dataset / SEQUENCES_DIR]
+    return [processed / settings.in_dataset, processed / settings.cross_dataset]
+
+
+def _version_tags(cell: ModelCell, run: dict, scored: list[Path], verdict: dict) -> dict[str, str]:
     """What a consumer needs to trace a version back: code, data, settings and the verdict."""
     return {
         "git_commit": _git_commit(),
-        "data_hash": _data_hash(processed, settings),
+        "data_hash": _data_hash(scored),
         "params_hash": _params_hash(run["run_id"]),
         "architecture": cell.architecture,
         "emotion_set": cell.emotion_set,
@@ -113,11 +121,11 @@ def _params_hash(run_id: str) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _data_hash(processed: Path, settings: EvaluateSettings) -> str:
-    """Hash of the evaluation shards, so two versions can be compared on the same data."""
+def _data_hash(folders: list[Path]) -> str:
+    """Hash of the evaluation records, so two versions can be compared on the same data."""
     digest = hashlib.sha256()
-    for dataset in (settings.in_dataset, settings.cross_dataset):
-        for shard in shard_paths(processed / dataset, ["train", "val", "test"]):
+    for folder in folders:
+        for shard in shard_paths(folder, ["train", "val", "test"]):
             digest.update(Path(shard).read_bytes())
     return digest.hexdigest()[:16]
 

@@ -441,6 +441,23 @@ class Params(_Block):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _one_kind_per_registered_model(self) -> Params:
+        """A registered model's versions are compared with each other (the champion is
+        re-scored on the candidate's data), so faces and sequence windows cannot share one."""
+        kinds: dict[str, dict[bool, str]] = {}
+        for cell in self.train.grid():
+            name = self.promote.registered_name(cell)
+            kinds.setdefault(name, {}).setdefault(cell.architecture in SEQUENCE_ARCHITECTURES, cell.key)
+        for name, keys in kinds.items():
+            if len(keys) > 1:
+                raise ValueError(
+                    f"promote.model_name gives {keys[False]} (faces) and {keys[True]} (sequences) "
+                    f"the same registered model {name!r}; put {{architecture}} in it, "
+                    "e.g. emoflow-{architecture}-{emotion_set}"
+                )
+        return self
+
 
 class ParamsError(ValueError):
     """``params.yaml`` is missing, not YAML, or holds an unknown key or a bad value."""
@@ -460,7 +477,9 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        problems = [
-            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        ]
+        problems = []
+        for error in err.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"  {where}: {message}" if where else f"  {message}")
         raise ParamsError(f"{path}: invalid settings\n" + "\n".join(problems)) from None

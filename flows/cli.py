@@ -81,6 +81,28 @@ def pipeline(params: Path = ParamsOption) -> None:
     _guarded("pipeline", lambda: run_pipeline(str(params)))
 
 
+@app.command()
+def reference(
+    out: Path = typer.Argument(..., help="JSON file to write; then name it in validate.reference."),
+    params: Path = ParamsOption,
+) -> None:
+    """Record the ingested data's pixel statistics as the ranges later runs are validated against."""
+    from components.validate import write_reference
+    from flows.stages import interim_folders
+
+    settings = _guarded("reference", lambda: load_params(params))
+    margin = settings.validate_.reference_margin
+
+    def record() -> Path:
+        try:
+            return write_reference(interim_folders(settings), out, margin)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{err.filename or err}: not found; run emoflow ingest first") from None
+
+    written = _guarded("reference", record)
+    typer.echo(f"emoflow reference: wrote {written} (ranges widened by {margin}); set validate.reference to use it")
+
+
 @app.command(name="registry")
 def registry_list(params: Path = ParamsOption) -> None:
     """List registered models, their versions, aliases and blessings."""

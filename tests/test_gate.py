@@ -72,3 +72,27 @@ def test_wildcard_checks_every_class():
 def test_missing_metric_says_so():
     verdict = judge(metrics(), None, {"fer2013.macro_f1": 0.1}, {})
     assert verdict["checks"][0]["value"] is None and verdict["checks"][0]["reason"] == "missing metric"
+
+
+def test_thresholds_apply_to_the_datasets_a_model_was_scored_on():
+    sequences = {"ckplus_sequences": {"accuracy": 0.7}}
+    thresholds = {"fer2013.accuracy": 0.9, "ckplus_sequences.accuracy": 0.6}
+    image_verdict = judge(metrics(), None, thresholds, {"ckplus_sequences.accuracy": 0.0})
+    assert image_verdict["passed"] is True
+    assert [c["metric"] for c in image_verdict["checks"]] == ["fer2013.accuracy"]
+    assert image_verdict["not_applicable"] == ["ckplus_sequences.accuracy"]
+    sequence_verdict = judge(sequences, metrics(), thresholds, CHANGE)
+    assert sequence_verdict["passed"] is True
+    assert [c["metric"] for c in sequence_verdict["checks"]] == ["ckplus_sequences.accuracy"]
+    assert sequence_verdict["not_applicable"] == ["fer2013.accuracy"]
+
+
+def test_a_model_no_threshold_applies_to_is_not_blessed():
+    verdict = judge({"ckplus_sequences": {"accuracy": 0.99}}, None, VALUE, CHANGE)
+    assert verdict["value_passed"] is False and verdict["checks"] == []
+    assert verdict["note"] == "no thresholds on ckplus_sequences: no blessing"
+
+
+def test_a_wildcard_dataset_applies_to_every_scored_dataset():
+    verdict = judge(metrics(cross=0.2), None, {"*.accuracy": 0.3}, {})
+    assert [(c["metric"], c["passed"]) for c in verdict["checks"]] == [("ckplus.accuracy", False), ("fer2013.accuracy", True)]

@@ -1,7 +1,9 @@
 """End to end on a tiny built-in sample: DVC, the Prefect flow, the registry and the gate.
 
 The DVC run and the Prefect run happen once per module in two temporary copies of the
-project, with the same settings; each test then checks one property of their outputs.
+project, with the same settings; each test then checks one property of their outputs. The
+grid holds an image network and a sequence network (TimeDelayConvNN, the cheapest), so both
+kinds go through ``dvc repro`` and the flow: the matrix, their own gates and registered models.
 """
 
 from __future__ import annotations
@@ -19,12 +21,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, TINY_OVERRIDES, write_params
+from tests.conftest import ROOT, TINY_OVERRIDES, deep_merge, write_params
 
 pytestmark = pytest.mark.slow
 PROJECT_FILES = ["components", "flows", "dvc.yaml", "pyproject.toml", ".dvc/config", ".gitignore"]
-MODEL_NAME = "emoflow-fer7"
+MODEL_NAME = "emoflow-convnn-fer7"
 KEY = "convnn-fer7"
+SEQUENCE_MODEL_NAME = "emoflow-timedelay-fer7"
+SEQUENCE_KEY = "timedelay-fer7"
+GRID = deep_merge(
+    TINY_OVERRIDES,
+    {
+        "train": {"architectures": ["convnn", "timedelay"]},
+        "promote": {
+            "model_name": "emoflow-{architecture}-{emotion_set}",
+            "value_thresholds": {"fer2013.accuracy": 0.0, "ckplus_sequences.accuracy": 0.0},
+        },
+    },
+)
 
 
 def copy_project(target: Path) -> Path:
@@ -35,7 +49,7 @@ def copy_project(target: Path) -> Path:
         else:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
-    write_params(target, TINY_OVERRIDES)
+    write_params(target, GRID)
     return target
 
 
@@ -74,7 +88,7 @@ def prefect_project(tmp_path_factory) -> tuple[Path, dict]:
     from flows.training import training_flow
 
     project = tmp_path_factory.mktemp("prefect-project")
-    write_params(project, TINY_OVERRIDES)
+    write_params(project, GRID)
     previous = Path.cwd()
     os.chdir(project)
     try:
@@ -90,6 +104,28 @@ def test_dvc_repro_registers_a_champion(dvc_project):
     assert blessing["passed"] is True and blessing["version"] == "1"
     champion = client_for(dvc_project).get_model_version_by_alias(MODEL_NAME, "champion")
     assert str(champion.version) == "1" and champion.run_id == blessing["run_id"]
+
+
+def test_dvc_repro_gates_and_registers_the_sequence_network_on_its_own_data(dvc_project, monkeypatch):
+    blessing = json.loads((dvc_project / f"reports/promotion/{SEQUENCE_KEY}.json").read_text())
+    assert blessing["passed"] is True and blessing["model_name"] == SEQUENCE_MODEL_NAME
+    assert [c["metric"] for c in blessing["checks"]] == ["ckplus_sequences.accuracy"]
+    assert blessing["not_applicable"] == ["fer2013.accuracy"]
+    metrics = json.loads((dvc_project / f"reports/evaluation/{SEQUENCE_KEY}/metrics.json").read_text())
+    windows = metrics["ckplus_sequences"]["count"]
+    assert list(metrics) == ["ckplus_sequences"] and windows > 0
+    predictions = pd.read_csv(dvc_project / f"reports/predictions/{SEQUENCE_KEY}/ckplus_sequences.csv")
+    assert len(predictions) == windows
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{dvc_project / 'mlflow.db'}")
+    monkeypatch.chdir(dvc_project)
+    version = client_for(dvc_project).get_model_version_by_alias(SEQUENCE_MODEL_NAME, "champion")
+    assert version.tags["architecture"] == "timedelay" and version.run_id == blessing["run_id"]
+    model = mlflow.pyfunc.load_model(f"models:/{SEQUENCE_MODEL_NAME}@champion")
+    windows = np.load(dvc_project / "data/interim/ckplus/pixels.npy")[:9].reshape(3, 3, 48, 48)
+    probabilities = model.predict(windows)
+    assert probabilities.shape == (3, 7)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_second_repro_changes_nothing(dvc_project):
@@ -113,7 +149,8 @@ def test_dvc_metrics_and_plots_show(dvc_project):
 
 def test_prefect_flow_produces_the_same_outputs_as_dvc(dvc_project, prefect_project):
     project, results = prefect_project
-    assert set(results) == {"sample", "ingest", "validate", "preprocess", f"train/{KEY}", f"evaluate/{KEY}", f"promote/{KEY}"}
+    models = {f"{stage}/{key}" for stage in ("train", "evaluate", "promote") for key in (KEY, SEQUENCE_KEY)}
+    assert set(results) == {"sample", "ingest", "validate", "preprocess"} | models
     for dataset in ("fer2013", "ckplus"):
         a = pd.read_parquet(dvc_project / f"data/interim/{dataset}/manifest.parquet")
         b = pd.read_parquet(project / f"data/interim/{dataset}/manifest.parquet")
@@ -122,10 +159,11 @@ def test_prefect_flow_produces_the_same_outputs_as_dvc(dvc_project, prefect_proj
     assert shards and shards == sorted(p.relative_to(project) for p in (project / "data/processed").rglob("*.tfrecord.gz"))
     for shard in shards:
         assert (dvc_project / shard).read_bytes() == (project / shard).read_bytes(), shard
-    dvc_metrics = json.loads((dvc_project / f"reports/evaluation/{KEY}/metrics.json").read_text())
-    flow_metrics = json.loads((project / f"reports/evaluation/{KEY}/metrics.json").read_text())
-    assert dvc_metrics == flow_metrics, "seeded, deterministic training gives the same model"
-    assert json.loads((project / f"reports/promotion/{KEY}.json").read_text())["passed"] is True
+    for key in (KEY, SEQUENCE_KEY):
+        dvc_metrics = json.loads((dvc_project / f"reports/evaluation/{key}/metrics.json").read_text())
+        flow_metrics = json.loads((project / f"reports/evaluation/{key}/metrics.json").read_text())
+        assert dvc_metrics == flow_metrics, f"{key}: seeded, deterministic training gives the same model"
+        assert json.loads((project / f"reports/promotion/{key}.json").read_text())["passed"] is True
 
 
 def test_champion_loads_from_the_registry_and_predicts(dvc_project, monkeypatch):
@@ -154,11 +192,10 @@ def test_gate_refuses_a_model_below_threshold(prefect_project, monkeypatch):
     monkeypatch.chdir(project)
     champion_before = client_for(project).get_model_version_by_alias(MODEL_NAME, "champion")
     strict = write_params(
-        project, {**TINY_OVERRIDES, "train": {**TINY_OVERRIDES["train"], "seed": 7},
-                  "promote": {"value_thresholds": {"fer2013.accuracy": 1.01}}}
+        project, deep_merge(GRID, {"train": {"seed": 7}, "promote": {"value_thresholds": {"fer2013.accuracy": 1.01}}})
     )
     params = load_params(strict)
-    [cell] = params.train.grid()
+    [cell] = stages.select_cells(params, "convnn")
     stages.train(params, cell)
     stages.evaluate(params, cell)
     blessing = stages.promote(params, cell)
@@ -173,7 +210,7 @@ def test_gate_refuses_a_model_below_threshold(prefect_project, monkeypatch):
 
 def test_metrics_diff_between_commits_shows_a_params_change(dvc_project):
     """Runs last: it changes the DVC project's params and outputs."""
-    write_params(dvc_project, {**TINY_OVERRIDES, "train": {**TINY_OVERRIDES["train"], "epochs": 4}})
+    write_params(dvc_project, deep_merge(GRID, {"train": {"epochs": 4}}))
     run(["dvc", "repro"], dvc_project)
     commit(dvc_project, "more epochs")
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], dvc_project).stdout)

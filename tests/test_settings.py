@@ -59,3 +59,17 @@ def test_usage_fractions_must_sum_to_one(tmp_path):
 def test_missing_file_is_clear(tmp_path):
     with pytest.raises(ParamsError, match="cannot read"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_faces_and_sequences_cannot_share_a_registered_model(tmp_path):
+    path = write_params(tmp_path, {"train": {"architectures": ["convnn", "timedelay"]}})
+    with pytest.raises(ParamsError, match=r"convnn-fer7 \(faces\) and timedelay-fer7 \(sequences\) the same registered model 'emoflow-fer7'; put \{architecture\} in it"):
+        load_params(path)
+    path = write_params(
+        tmp_path,
+        {"train": {"architectures": ["convnn", "timedelay"]}, "promote": {"model_name": "emoflow-{architecture}-{emotion_set}"}},
+    )
+    assert [load_params(path).promote.registered_name(c) for c in load_params(path).train.grid()] == [
+        "emoflow-convnn-fer7",
+        "emoflow-timedelay-fer7",
+    ]

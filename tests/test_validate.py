@@ -278,6 +278,24 @@ def test_pixel_statistics_are_checked_against_a_reference_run(tmp_path: Path) ->
     assert warnings["image_pixel_stats"]["count"] == 18
 
 
+def test_emoflow_reference_records_the_ingested_datasets(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.conftest import write_params
+
+    write(tmp_path, "fer2013", make_dataset("fer2013"))
+    params = write_params(tmp_path, {"ingest": {"out_dir": str(tmp_path / "interim")}})
+    result = CliRunner().invoke(app, ["reference", str(tmp_path / "reference.json"), "--params", str(params)])
+    assert result.exit_code == 1 and "ckplus" in result.output, "a dataset not ingested is named"
+    assert not (tmp_path / "reference.json").exists()
+
+    write(tmp_path, "ckplus", make_dataset("ckplus", subjects=True))
+    result = CliRunner().invoke(app, ["reference", str(tmp_path / "reference.json"), "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    assert set(read_json(tmp_path / "reference.json")["datasets"]) == {"fer2013", "ckplus"}
+
+
 def test_a_reference_without_the_dataset_is_an_error(tmp_path: Path) -> None:
     good = write(tmp_path, "ckplus", make_dataset("ckplus", subjects=True))
     reference = write_reference({"ckplus": good}, tmp_path / "reference.json", margin=5.0)
