@@ -230,7 +230,8 @@ class ModernSettings(_Block):
 
 
 # Settings that define the grid rather than how one cell trains: no per-architecture override.
-_GRID_KEYS = frozenset({"architectures", "emotion_sets", "overrides", "out_dir"})
+GRID_FIELDS = frozenset({"architectures", "emotion_sets", "overrides"})
+_GRID_KEYS = GRID_FIELDS | {"out_dir"}
 
 
 class TrainSettings(_Block):

@@ -40,6 +40,7 @@ from components.registry_model import log_registry_model
 from components.sequence_model import log_sequence_model
 from components.sequences import SEQUENCES_DIR
 from components.settings import (
+    GRID_FIELDS,
     SEQUENCE_ARCHITECTURES,
     ServeSettings,
     AugmentSettings,
@@ -53,8 +54,6 @@ MODEL_FILE = "model.keras"
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
-# The rest of the grid: not part of how one cell trains (the cell says its emotions).
-_GRID_FIELDS = {"architectures", "emotion_sets", "overrides"}
 
 
 @dataclass(frozen=True)
@@ -340,7 +339,7 @@ def _fingerprint(
     shards = [(Path(p).name, Path(p).stat().st_size) for p in shard_paths(folder, ["train", "val"])]
     payload = {
         "cell": cell.model_dump(mode="json"),
-        "train": settings.model_dump(mode="json", exclude=_GRID_FIELDS),
+        "train": settings.model_dump(mode="json", exclude=GRID_FIELDS),
         "augment": augment.model_dump(mode="json"),
         "shards": shards,
     }
@@ -360,7 +359,7 @@ def _flat_params(
     cell: ModelCell, settings: TrainSettings, augment: AugmentSettings
 ) -> dict[str, object]:
     values = {f"model.{k}": v for k, v in cell.model_dump(mode="json").items()}
-    shared = settings.model_dump(mode="json", exclude=_GRID_FIELDS)
+    shared = settings.model_dump(mode="json", exclude=GRID_FIELDS)
     values.update({f"train.{k}": v for k, v in shared.items()})
     values.update({f"augment.{k}": v for k, v in augment.model_dump(mode="json").items()})
     return values

@@ -36,6 +36,7 @@ from typing import Any
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
+from components.recipes import RECIPES_DIR, cell_recipe
 from components.settings import ModelCell, Params
 
 PROJECT_PACKAGES = ("components", "flows")
@@ -62,13 +63,14 @@ def blocks(params: Params, *names: str) -> dict[str, Any]:
 
 
 def _model_settings(params: Params, cell: Cell, *names: str) -> dict[str, Any]:
-    """A model stage's blocks; of the grid, only its own cell (a new cell retrains no other)."""
-    chosen = blocks(params, *names)
-    if "train" in chosen:
-        chosen["train"] = {
-            k: v for k, v in chosen["train"].items() if k not in ("architectures", "emotion_sets")
-        }
-    return {**chosen, "cell": cell.model_dump(mode="json")}
+    """A model stage's blocks and its own grid cell (a new cell re-runs no other)."""
+    return {**blocks(params, *names), "cell": cell.model_dump(mode="json")}
+
+
+def _training_settings(params: Params, cell: Cell) -> dict[str, Any]:
+    """Only what the cell's training reads, as DVC sees it (``components.recipes``): another
+    cell's emotions or another architecture's override change nothing here."""
+    return {**cell_recipe(cell, params.train, params.augment, params.serve), **blocks(params, "mlflow")}
 
 
 STAGE_FILES: dict[str, StageFiles] = {
@@ -92,8 +94,13 @@ STAGE_FILES: dict[str, StageFiles] = {
         lambda p, c: (p.ingest.out_dir, p.validate_.out_dir),
         lambda p, c: (p.preprocess.out_dir, p.augment.grid_png),
     ),
+    "recipes": StageFiles(
+        lambda p, c: blocks(p, "train", "augment", "serve"),
+        lambda p, c: (),
+        lambda p, c: (p.train.out_dir / RECIPES_DIR,),
+    ),
     "train": StageFiles(
-        lambda p, c: _model_settings(p, c, "train", "augment", "serve", "mlflow"),
+        _training_settings,
         lambda p, c: (p.preprocess.out_dir / p.train.dataset_for(c.architecture), p.serve.detector_model),
         lambda p, c: (p.train.out_dir / c.key,),
         tracked=True,

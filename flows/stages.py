@@ -50,6 +50,13 @@ def preprocess(params: Params):
     return run(interim_folders(params), params.preprocess, params.augment)
 
 
+def recipes(params: Params):
+    """Write each model's recipe, the file its DVC train stage depends on."""
+    from components.recipes import write_recipes
+
+    return write_recipes(params.train, params.augment, params.serve)
+
+
 def train(params: Params, cell: ModelCell):
     """Train a model of the grid and log it to MLflow."""
     from components.train import train as run
@@ -86,7 +93,7 @@ def promote(params: Params, cell: ModelCell):
 
 
 DATA_STAGES: dict[str, Callable[[Params], object]] = {
-    stage.__name__: stage for stage in (sample, ingest, validate, preprocess)
+    stage.__name__: stage for stage in (sample, ingest, validate, preprocess, recipes)
 }
 MODEL_STAGES: dict[str, Callable[[Params, ModelCell], object]] = {
     stage.__name__: stage for stage in (train, evaluate, promote)

@@ -204,6 +204,12 @@ def test_a_model_stage_key_holds_its_own_cell_not_the_whole_grid():
         files = caching.STAGE_FILES[name]
         assert files.settings(one, cell) == files.settings(two, cell)
         assert files.settings(two, two.train.grid()[1]) != files.settings(two, cell)
+    tuned = Params.model_validate(
+        {"train": {"emotion_sets": {"fer7": ["angry", "happy"]}, "overrides": {"modern": {"epochs": 3}}}}
+    )
+    files = caching.STAGE_FILES["train"]
+    assert files.settings(tuned, cell) == files.settings(one, cell), "another architecture's recipe"
+    assert files.settings(one.model_copy(update={"train": one.train.model_copy(update={"epochs": 3})}), cell) != files.settings(one, cell)
 
 
 def test_files_digest_follows_content_and_place(tmp_path):

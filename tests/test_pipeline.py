@@ -150,7 +150,7 @@ def test_dvc_metrics_and_plots_show(dvc_project):
 def test_prefect_flow_produces_the_same_outputs_as_dvc(dvc_project, prefect_project):
     project, results = prefect_project
     models = {f"{stage}/{key}" for stage in ("train", "evaluate", "promote") for key in (KEY, SEQUENCE_KEY)}
-    assert set(results) == {"sample", "ingest", "validate", "preprocess"} | models
+    assert set(results) == {"sample", "ingest", "validate", "preprocess", "recipes"} | models
     for dataset in ("fer2013", "ckplus"):
         a = pd.read_parquet(dvc_project / f"data/interim/{dataset}/manifest.parquet")
         b = pd.read_parquet(project / f"data/interim/{dataset}/manifest.parquet")
@@ -206,6 +206,18 @@ def test_gate_refuses_a_model_below_threshold(prefect_project, monkeypatch):
     client = client_for(project)
     assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == champion_before.version
     assert len(client.search_model_versions(f"name = '{MODEL_NAME}'")) == 1
+
+
+def test_a_recipe_change_retrains_only_the_models_it_touches(dvc_project):
+    write_params(dvc_project, deep_merge(GRID, {"train": {"overrides": {"timedelay": {"epochs": 3}}}}))
+    try:
+        run(["dvc", "repro", "recipes"], dvc_project)
+        stale = json.loads(run(["dvc", "status", "--json"], dvc_project).stdout)
+    finally:
+        write_params(dvc_project, GRID)
+        run(["dvc", "repro", "recipes"], dvc_project)
+    assert sorted(stale) == [f"train@{SEQUENCE_KEY}"], "convnn's recipe did not change"
+    assert json.loads(run(["dvc", "status", "--json"], dvc_project).stdout) == {}
 
 
 def test_metrics_diff_between_commits_shows_a_params_change(dvc_project):
