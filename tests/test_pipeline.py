@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, TINY_OVERRIDES, deep_merge, write_params
+from tests.consumers import tracking
 
 pytestmark = pytest.mark.slow
 PROJECT_FILES = ["components", "flows", "dvc.yaml", "pyproject.toml", ".dvc/config", ".gitignore"]
@@ -117,11 +118,11 @@ def test_dvc_repro_gates_and_registers_the_sequence_network_on_its_own_data(dvc_
     predictions = pd.read_csv(dvc_project / f"reports/predictions/{SEQUENCE_KEY}/ckplus_sequences.csv")
     assert len(predictions) == windows
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{dvc_project / 'mlflow.db'}")
     monkeypatch.chdir(dvc_project)
     version = client_for(dvc_project).get_model_version_by_alias(SEQUENCE_MODEL_NAME, "champion")
     assert version.tags["architecture"] == "timedelay" and version.run_id == blessing["run_id"]
-    model = mlflow.pyfunc.load_model(f"models:/{SEQUENCE_MODEL_NAME}@champion")
+    with tracking(f"sqlite:///{dvc_project / 'mlflow.db'}"):
+        model = mlflow.pyfunc.load_model(f"models:/{SEQUENCE_MODEL_NAME}@champion")
     windows = np.load(dvc_project / "data/interim/ckplus/pixels.npy")[:9].reshape(3, 3, 48, 48)
     probabilities = model.predict(windows)
     assert probabilities.shape == (3, 7)
@@ -167,9 +168,9 @@ def test_prefect_flow_produces_the_same_outputs_as_dvc(dvc_project, prefect_proj
 
 
 def test_champion_loads_from_the_registry_and_predicts(dvc_project, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{dvc_project / 'mlflow.db'}")
     monkeypatch.chdir(dvc_project)
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    with tracking(f"sqlite:///{dvc_project / 'mlflow.db'}"):
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     faces = np.load(dvc_project / "data/interim/fer2013/pixels.npy")[:5]
     probabilities = model.predict(faces)
     assert list(probabilities.columns) == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
