@@ -93,6 +93,8 @@ def write_dataset(folder: Path | str, dataset: Dataset) -> None:
 def read_dataset(folder: Path | str, mmap: bool = True) -> Dataset:
     """Read an ingested dataset; arrays are memory-mapped unless ``mmap`` is false."""
     folder = Path(folder)
+    if not (folder / MANIFEST).is_file():  # validate, preprocess and reference all land here
+        raise FileNotFoundError(f"{folder / MANIFEST}: no ingested dataset here; run emoflow ingest first")
     mode = "r" if mmap else None
     manifest = pd.read_parquet(folder / MANIFEST)
     pixels = np.load(folder / PIXELS, mmap_mode=mode)

@@ -30,14 +30,10 @@ def cell_recipe(cell: ModelCell, train: TrainSettings, augment: AugmentSettings,
     }
 
 
-def recipe_file(train: TrainSettings, cell: ModelCell) -> Path:
-    return train.out_dir / RECIPES_DIR / f"{cell.key}.json"
-
-
 def write_recipes(train: TrainSettings, augment: AugmentSettings, serve: ServeSettings) -> Path:
     """Write ``<train.out_dir>/recipes/<cell>.json`` for every cell of the grid, and only those."""
     folder = train.out_dir / RECIPES_DIR
     with atomic_dir(folder) as tmp:
         for cell in train.grid():
-            write_json(tmp / recipe_file(train, cell).name, cell_recipe(cell, train, augment, serve))
+            write_json(tmp / f"{cell.key}.json", cell_recipe(cell, train, augment, serve))
     return folder

@@ -92,14 +92,7 @@ def reference(
 
     settings = _guarded("reference", lambda: load_params(params))
     margin = settings.validate_.reference_margin
-
-    def record() -> Path:
-        try:
-            return write_reference(interim_folders(settings), out, margin)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"{err.filename or err}: not found; run emoflow ingest first") from None
-
-    written = _guarded("reference", record)
+    written = _guarded("reference", lambda: write_reference(interim_folders(settings), out, margin))
     typer.echo(f"emoflow reference: wrote {written} (ranges widened by {margin}); set validate.reference to use it")
 
 

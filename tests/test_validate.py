@@ -287,7 +287,8 @@ def test_emoflow_reference_records_the_ingested_datasets(tmp_path: Path) -> None
     write(tmp_path, "fer2013", make_dataset("fer2013"))
     params = write_params(tmp_path, {"ingest": {"out_dir": str(tmp_path / "interim")}})
     result = CliRunner().invoke(app, ["reference", str(tmp_path / "reference.json"), "--params", str(params)])
-    assert result.exit_code == 1 and "ckplus" in result.output, "a dataset not ingested is named"
+    assert result.exit_code == 1, "a dataset not ingested is named"
+    assert "ckplus/manifest.parquet: no ingested dataset here; run emoflow ingest first" in result.output
     assert not (tmp_path / "reference.json").exists()
 
     write(tmp_path, "ckplus", make_dataset("ckplus", subjects=True))
