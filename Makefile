@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test test-fast lock clean ui ui-stop deploy worker bench-video
+.PHONY: install run test test-fast lint format lock clean ui ui-stop deploy worker bench-video
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ test: install
 
 test-fast: install
 	pytest -n 2 --dist loadfile -m "not slow"
+
+# ruff, configured in pyproject.toml: lint rules and the format check (CI runs both).
+lint: install
+	ruff check .
+	ruff format --check .
+
+format: install
+	ruff check --fix .
+	ruff format .
 
 # The MLflow and Prefect servers (and their UIs) on loopback, in the background: infra/local.env
 # has their addresses. `make deploy` registers the nightly deployment, `make worker` runs it.

@@ -83,7 +83,7 @@ def _params(work: Path, fer2013: Path, ckplus: Path) -> Params:
 
 
 def _ingest(params: Params) -> None:
-    from components.ingest import ingest
+    from components.ingest.stage import ingest
 
     ingest(params.ingest)
 
@@ -93,13 +93,13 @@ def _interim(params: Params) -> dict[str, Path]:
 
 
 def _validate(params: Params) -> None:
-    from components.validate import validate
+    from components.validate.stage import validate
 
     validate(_interim(params), params.validate_)
 
 
 def _preprocess(params: Params) -> None:
-    from components.preprocess import preprocess
+    from components.records.preprocess import preprocess
 
     preprocess(_interim(params), params.preprocess, params.augment)
 

@@ -125,8 +125,8 @@ def _with_recipe(params, architectures: list[str], assignments: list[str]):
 
 def _shards(params, fer2013: Path, ckplus: Path, work: Path) -> Path:
     """FER2013 as TFRecord shards, through ingest and preprocess; reused when already there."""
-    from components.ingest import ingest
-    from components.preprocess import preprocess
+    from components.ingest.stage import ingest
+    from components.records.preprocess import preprocess
 
     target = work / "processed" / "fer2013"
     if target.is_dir():
@@ -150,7 +150,7 @@ def _run(
     params, architecture: str, name: str, emotions, published: float | None, args, shards: Path
 ) -> dict:
     from components.settings import MlflowSettings, ModelCell
-    from components.train import train
+    from components.training.train import train
 
     recipe = params.train.recipe(architecture).model_copy(
         update={"epochs": args.epochs, "out_dir": args.work / "models"}
@@ -179,7 +179,7 @@ def _run(
 def _test_accuracy(model_file: Path, shards: Path, emotions, flip: bool) -> tuple[float, int]:
     import keras
 
-    from components.inputs import scoring_batches
+    from components.records.input_pipelines import scoring_batches
 
     network = keras.models.load_model(model_file, compile=False)
     pairs = [(x.numpy(), y.numpy()) for x, y in scoring_batches(shards, ["test"], emotions, 256)]

@@ -27,9 +27,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components import architectures
-from components.settings import SEQUENCE_ARCHITECTURES, load_params
-from components.train import compile_network, distribution_strategy, mixed_precision
+from components.training import architectures
+from components.model_kinds import SEQUENCE_ARCHITECTURES
+from components.settings import load_params
+from components.training.train import compile_network, distribution_strategy, mixed_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STEP_PASSES = 3  # forward + backward (activations) + backward (weights)

@@ -41,9 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.faces import HAAR_CASCADE, FaceFinder, crop_faces
-from components.predict import FrameAnalyser
-from components.registry_model import EmotionClassifier
+from components.serving.detection import HAAR_CASCADE, FaceFinder, crop_faces
+from components.serving.face_tracking import FrameAnalyser
+from components.serving.image_model import EmotionClassifier
 from components.settings import MlflowSettings, PredictSettings, ServeSettings
 
 SIZE = (640, 480)
@@ -145,7 +145,7 @@ def _face_crop() -> np.ndarray:
     )
     if shared.is_dir():
         return cv2.imread(str(min((shared / "happy").glob("*.png"))), cv2.IMREAD_GRAYSCALE)
-    from components.sample import generate_sample
+    from components.sample.generate import generate_sample
     from components.settings import SampleSettings
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,7 +164,7 @@ def _face_crop() -> np.ndarray:
 
 def _our_classifier(model: str | None, settings: ServeSettings, folder: Path) -> EmotionClassifier:
     if model:
-        from components.predict import load_classifier
+        from components.serving.predict import load_classifier
 
         return load_classifier(model, settings, MlflowSettings())
     return EmotionClassifier.from_keras(_sample_model(folder), _sample_emotions(), settings)
@@ -181,9 +181,9 @@ def _sample_model(folder: Path) -> Path:
     import keras
     import pandas as pd
 
-    from components import architectures
-    from components.preprocessing import to_model_input
-    from components.sample import generate_sample
+    from components.training import architectures
+    from components.model_input import to_model_input
+    from components.sample.generate import generate_sample
     from components.settings import SampleSettings
 
     files = generate_sample(

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components import labels
+from components.model_kinds import reads_sequences
+from components.errors import EmoFlowError
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -124,7 +126,7 @@ class ValidateSettings(_Block):
 
     The four ``*_range`` knobs are the built-in pixel statistics ranges, used unless
     ``reference`` names a JSON of ranges written from a good run
-    (``components.validate.write_reference``).
+    (``components.validate.stage.write_reference``).
     """
 
     out_dir: Path = Path("reports/validation")
@@ -196,8 +198,6 @@ class ModelCell(BaseModel):
 # convnn, transfer, convlstm, timedelay: EmoPy's ConvolutionalNN, TransferLearningNN,
 # ConvolutionalLstmNN and TimeDelayConvNN; modern: the network aimed at the state of the art.
 Architecture = Literal["convnn", "transfer", "modern", "convlstm", "timedelay"]
-# These read windows of ``time_delay`` consecutive frames of a sequence, not single faces.
-SEQUENCE_ARCHITECTURES: frozenset[str] = frozenset({"convlstm", "timedelay"})
 
 
 class TransferSettings(_Block):
@@ -240,7 +240,7 @@ class TrainSettings(_Block):
     ``overrides`` changes the recipe of one architecture (e.g. more epochs and a cosine
     schedule for ``modern``); a nested block given there replaces that block whole.
     Checkpoints go to ``<out_dir>/.checkpoints/<model>/``, outside the model folder that DVC
-    caches; a rerun after a crash resumes from the last one (``components.checkpoints``).
+    caches; a rerun after a crash resumes from the last one (``components.training.checkpoints``).
     """
 
     architectures: list[Architecture] = ["convnn"]
@@ -317,7 +317,7 @@ class TrainSettings(_Block):
     def dataset_for(self, architecture: str) -> str:
         """The dataset a cell trains on, by its recipe (sequence networks: ``sequence_dataset``)."""
         recipe = self.recipe(architecture)
-        return recipe.sequence_dataset if architecture in SEQUENCE_ARCHITECTURES else recipe.dataset
+        return recipe.sequence_dataset if reads_sequences(architecture) else recipe.dataset
 
 
 class EvaluateSettings(_Block):
@@ -356,7 +356,7 @@ class PromoteSettings(_Block):
 class ServeSettings(_Block):
     """How the registry model finds faces in raw images, and the limits it puts on inputs.
 
-    Logged with the model (``components.registry_model``), so a served model detects faces
+    Logged with the model (``components.serving.image_model``), so a served model detects faces
     as it did when it was registered, whatever this file says later.
     """
 
@@ -449,7 +449,7 @@ class Params(_Block):
         kinds: dict[str, dict[bool, str]] = {}
         for cell in self.train.grid():
             name = self.promote.registered_name(cell)
-            kinds.setdefault(name, {}).setdefault(cell.architecture in SEQUENCE_ARCHITECTURES, cell.key)
+            kinds.setdefault(name, {}).setdefault(reads_sequences(cell.architecture), cell.key)
         for name, keys in kinds.items():
             if len(keys) > 1:
                 raise ValueError(
@@ -460,7 +460,7 @@ class Params(_Block):
         return self
 
 
-class ParamsError(ValueError):
+class ParamsError(EmoFlowError, ValueError):
     """``params.yaml`` is missing, not YAML, or holds an unknown key or a bad value."""
 
 

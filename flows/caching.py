@@ -13,108 +13,30 @@ outputs are still there, like ``dvc repro``:
   edited) or, for a stage that logs to MLflow, when the tracking store is another one
   (another URI, or the experiment was deleted and re-created).
 
-Which files and settings a stage reads and writes is declared in :data:`STAGE_FILES`. A
-stage missing from it is never cached, and neither is ``promote``: its verdict depends on
-the registry (the current champion), which a cache key cannot see. What the key does not
+Which files and settings a stage reads and writes is declared beside the stage, in
+``flows/stages.py`` (the same declaration ``dvc.yaml`` is checked against). ``promote`` is
+never cached: its verdict depends on the registry (the current champion), which a cache key
+cannot see. What the key does not
 cover: installed library versions (clear the cache, or set ``flow.cache: false``, after an
 upgrade).
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import importlib.util
-import inspect
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
-from components.recipes import RECIPES_DIR, cell_recipe
-from components.settings import ModelCell, Params
-
-PROJECT_PACKAGES = ("components", "flows")
+from components.settings import Params
+from flows import code_graph
+from flows.stages import Cell, StageFiles
 _CHUNK = 1 << 20
-
-
-Cell = ModelCell | None  # the grid cell of a model stage; None for a data stage
-
-
-@dataclass(frozen=True)
-class StageFiles:
-    """What one stage depends on and produces, as functions of the settings (and grid cell)."""
-
-    settings: Callable[[Params, Cell], dict[str, Any]]  # the settings the stage reads
-    reads: Callable[[Params, Cell], Iterable[Path | None]]
-    writes: Callable[[Params, Cell], Iterable[Path]]
-    tracked: bool = False  # logs to MLflow: the tracking store is one of its outputs
-
-
-def blocks(params: Params, *names: str) -> dict[str, Any]:
-    """Settings blocks by their params.yaml names, as JSON values."""
-    dumped = params.model_dump(mode="json", by_alias=True)
-    return {name: dumped[name] for name in names}
-
-
-def _model_settings(params: Params, cell: Cell, *names: str) -> dict[str, Any]:
-    """A model stage's blocks and its own grid cell (a new cell re-runs no other)."""
-    return {**blocks(params, *names), "cell": cell.model_dump(mode="json")}
-
-
-def _training_settings(params: Params, cell: Cell) -> dict[str, Any]:
-    """Only what the cell's training reads, as DVC sees it (``components.recipes``): another
-    cell's emotions or another architecture's override change nothing here."""
-    return {**cell_recipe(cell, params.train, params.augment, params.serve), **blocks(params, "mlflow")}
-
-
-STAGE_FILES: dict[str, StageFiles] = {
-    "sample": StageFiles(
-        lambda p, c: blocks(p, "sample"),
-        lambda p, c: (),
-        lambda p, c: (p.sample.out_dir,),
-    ),
-    "ingest": StageFiles(
-        lambda p, c: blocks(p, "ingest"),
-        lambda p, c: (p.ingest.fer2013, p.ingest.ckplus, p.ingest.ferplus),
-        lambda p, c: (p.ingest.out_dir,),
-    ),
-    "validate": StageFiles(
-        lambda p, c: blocks(p, "validate"),
-        lambda p, c: (p.ingest.out_dir, p.validate_.reference),
-        lambda p, c: (p.validate_.out_dir,),
-    ),
-    "preprocess": StageFiles(
-        lambda p, c: blocks(p, "preprocess", "augment"),
-        lambda p, c: (p.ingest.out_dir, p.validate_.out_dir),
-        lambda p, c: (p.preprocess.out_dir, p.augment.grid_png),
-    ),
-    "recipes": StageFiles(
-        lambda p, c: blocks(p, "train", "augment", "serve"),
-        lambda p, c: (),
-        lambda p, c: (p.train.out_dir / RECIPES_DIR,),
-    ),
-    "train": StageFiles(
-        _training_settings,
-        lambda p, c: (p.preprocess.out_dir / p.train.dataset_for(c.architecture), p.serve.detector_model),
-        lambda p, c: (p.train.out_dir / c.key,),
-        tracked=True,
-    ),
-    "evaluate": StageFiles(
-        lambda p, c: _model_settings(p, c, "evaluate", "mlflow"),
-        lambda p, c: (p.train.out_dir / c.key, p.preprocess.out_dir),
-        lambda p, c: tuple(
-            folder / c.key
-            for folder in (p.evaluate.out_dir, p.evaluate.predictions_dir, p.evaluate.figures_dir)
-        ),
-        tracked=True,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -190,7 +112,7 @@ def tracking_store_identity(params: Params) -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from components.tracking import tracking_uri
+    from components.mlflow_store import tracking_uri
 
     uri = tracking_uri(params.mlflow)
     try:
@@ -207,72 +129,9 @@ def code_digest(stage: Callable[..., object]) -> str:
     module = stage.__module__
     # The stage's own module is hashed whole but followed only through its top-level
     # imports and the stage's: flows/stages.py imports every component, each in one stage.
-    roots = _imports(ast.parse(inspect.getsource(stage))) | _imports_at_module_level(module)
-    modules = _closure(roots - {module}) | {module}
-    return _digest([f"{name}\0{_source(name)}" for name in sorted(modules)])
-
-
-def _closure(roots: set[str]) -> set[str]:
-    seen: set[str] = set()
-    todo = list(roots)
-    while todo:
-        name = todo.pop()
-        if name in seen or _origin(name) is None:
-            continue
-        seen.add(name)
-        todo.extend(_imports(_parse(name)))
-    return seen
-
-
-def _parse(module: str) -> ast.Module:
-    """The module's syntax tree; one that does not parse still counts, by its text, as a leaf."""
-    try:
-        return ast.parse(_source(module))
-    except SyntaxError:
-        return ast.Module(body=[], type_ignores=[])
-
-
-def _imports(tree: ast.AST) -> set[str]:
-    """Project modules named by the import statements anywhere in ``tree``."""
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            # `from components import labels` imports the module components.labels
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {n for n in names if n.split(".")[0] in PROJECT_PACKAGES and _origin(n) is not None}
-
-
-def _imports_at_module_level(module: str) -> set[str]:
-    top_level = [
-        node for node in _parse(module).body if isinstance(node, (ast.Import, ast.ImportFrom))
-    ]
-    return _imports(ast.Module(body=top_level, type_ignores=[]))
-
-
-@cache
-def _origin(module: str) -> Path | None:
-    """The source file of a project module, found without importing it (nor TensorFlow with it)."""
-    top, *rest = module.split(".")
-    spec = importlib.util.find_spec(top)
-    if spec is None:
-        return None
-    if not rest:
-        return Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
-    if not spec.submodule_search_locations:
-        return None
-    base = Path(next(iter(spec.submodule_search_locations))).joinpath(*rest)
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _source(module: str) -> str:
-    # Read on every key: an edited file must change the key within one long-lived worker.
-    return _origin(module).read_text()
+    roots = code_graph.function_imports(stage) | code_graph.module_imports(module, top_level_only=True)
+    modules = code_graph.closure(roots - {module}) | {module}
+    return _digest([f"{name}\0{code_graph.source(name)}" for name in sorted(modules)])
 
 
 def _hash_file(h: Any, path: Path) -> None:

@@ -1,8 +1,9 @@
 """The ``emoflow`` command: one subcommand per stage (what DVC runs), plus the pipeline and
 the registry.
 
-Expected failures (bad input data, bad settings, a failed validation, an unreachable
-registry) print one readable message and exit 1; a traceback is kept for real bugs.
+Expected failures (``components.errors.EmoFlowError``: bad input data, bad settings, a failed
+validation, an unreachable registry) print one readable message and exit 1; a traceback is
+kept for real bugs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Optional
 
 import typer
 
-from components.settings import ParamsError, load_params
+from components.errors import EmoFlowError
+from components.settings import load_params
 from flows.stages import DATA_STAGES, MODEL_STAGES, select_cells
 
 # An entry point may set the process's defaults: TensorFlow's C++ info chatter hides progress.
@@ -28,19 +30,10 @@ ArchitectureOption = typer.Option(None, "--architecture", "-a", help="Only model
 EmotionSetOption = typer.Option(None, "--emotion-set", "-e", help="Only models of this emotion set.")
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from components.evaluate import EvaluationError
-    from components.ingest import IngestError
-    from components.registry import RegistryError
-    from components.validate import DataValidationError
-
-    return ParamsError, IngestError, DataValidationError, EvaluationError, RegistryError, FileNotFoundError
-
-
 def _guarded(name: str, action: Callable[[], object]) -> object:
     try:
         return action()
-    except _user_errors() as err:
+    except (EmoFlowError, FileNotFoundError) as err:
         typer.secho(f"emoflow {name}: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
 
@@ -87,7 +80,7 @@ def reference(
     params: Path = ParamsOption,
 ) -> None:
     """Record the ingested data's pixel statistics as the ranges later runs are validated against."""
-    from components.validate import write_reference
+    from components.validate.stage import write_reference
     from flows.stages import interim_folders
 
     settings = _guarded("reference", lambda: load_params(params))
@@ -99,10 +92,11 @@ def reference(
 @app.command(name="registry")
 def registry_list(params: Path = ParamsOption) -> None:
     """List registered models, their versions, aliases and blessings."""
-    from components import registry, tracking
+    from components.judging import registry
+    from components import mlflow_store
 
     settings = _guarded("registry", lambda: load_params(params))
-    client = tracking.connect(settings.mlflow)
+    client = mlflow_store.connect(settings.mlflow)
     for name in registry.model_names(client):
         typer.echo(name)
         for v in registry.versions(client, name):
@@ -116,28 +110,21 @@ def registry_list(params: Path = ParamsOption) -> None:
 @app.command()
 def rollback(name: str, params: Path = ParamsOption) -> None:
     """Move NAME's champion alias back to the previous blessed version."""
-    from components import registry, tracking
+    from components.judging import registry
+    from components import mlflow_store
 
     settings = _guarded("rollback", lambda: load_params(params))
-    client = tracking.connect(settings.mlflow)
+    client = mlflow_store.connect(settings.mlflow)
     before, after = _guarded("rollback", lambda: registry.rollback(client, name))
     typer.echo(f"{name}: champion moved from v{before} back to v{after}")
 
 
-def _consumer_errors() -> tuple[type[Exception], ...]:
-    from mlflow.exceptions import MlflowException
-
-    from components.export import ExportError
-    from components.faces import ImageError
-    from components.predict import PredictError
-
-    return ParamsError, FileNotFoundError, ImageError, PredictError, ExportError, MlflowException
-
-
 def _consumer(name: str, action: Callable[[], str]) -> None:
+    from mlflow.exceptions import MlflowException  # a model URI the registry does not know
+
     try:
         summary = action()
-    except _consumer_errors() as err:
+    except (EmoFlowError, FileNotFoundError, MlflowException) as err:
         typer.secho(f"emoflow {name}: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
     typer.echo(f"emoflow {name}: done: {summary}", err=True)  # stdout may carry the results
@@ -174,7 +161,7 @@ def predict(
     params: Path = ParamsOption,
 ) -> None:
     """Emotions per face: images to a table; videos and webcams to smoothed JSON lines."""
-    from components import predict as consumer
+    from components.serving import predict as consumer
 
     def action() -> str:
         settings = load_params(params)
@@ -193,8 +180,8 @@ def export(
     model: str | None = ModelOption, out: Path = ExportOutOption, params: Path = ParamsOption
 ) -> None:
     """Export a model's network to ONNX and TFLite, each checked against Keras."""
-    from components import export as exporter
-    from components.predict import load_classifier
+    from components.serving import export as exporter
+    from components.serving.predict import load_classifier
 
     def action() -> str:
         settings = load_params(params)

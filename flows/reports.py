@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 from prefect.artifacts import create_markdown_artifact
 
 from components.settings import Params
-from components.tracking import tracking_uri
+from components.mlflow_store import tracking_uri
 
 if TYPE_CHECKING:
-    from components.promote import Blessing
+    from components.judging.promote import Blessing
 
 RUN_KEY = "emoflow-run"
 GATE_KEY = "emoflow-gate"
@@ -77,12 +77,12 @@ def gate_markdown(blessings: list[Blessing], mlflow_uri: str, failed_at: str | N
         ]
         for check in blessing.checks:
             cells = [
-                check.get("kind", "value"),
-                f"`{check['metric']}`",
-                _number(check["value"]),
-                _number(check["bound"]),
-                "pass" if check["passed"] else "**fail**",
-                _cell(str(check["reason"])),
+                check.kind,
+                f"`{check.metric}`",
+                _number(check.value),
+                _number(check.bound),
+                "pass" if check.passed else "**fail**",
+                _cell(check.reason),
             ]
             lines.append(f"| {' | '.join(cells)} |")
         lines.append("")

@@ -28,8 +28,8 @@ from prefect.tasks import Task, exponential_backoff
 
 from components.settings import FlowSettings, ModelCell, Params, load_params
 from flows import reports
-from flows.caching import STAGE_FILES, StageFiles, StageInputs, StageRun, outputs_digest
-from flows.stages import DATA_STAGES, MODEL_STAGES
+from flows.caching import StageInputs, StageRun, outputs_digest
+from flows.stages import DATA_STAGES, MODEL_STAGES, STAGE_FILES, StageFiles
 
 RETRIED = {"ingest", "promote"}
 
@@ -158,7 +158,8 @@ def _record(outcome: reports.Outcome, results: dict, key: str, step: Callable[[]
 
 def _declared(name: str, settings: FlowSettings) -> StageFiles | None:
     """What the stage reads and writes, when caching is on and the stage may be cached."""
-    return STAGE_FILES.get(name) if settings.cache else None
+    files = STAGE_FILES.get(name)
+    return files if settings.cache and files is not None and files.cached else None
 
 
 def _key(name: str, cell: ModelCell | None) -> str:

@@ -18,9 +18,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from components import architectures
-from components.preprocessing import to_model_input
-from components.registry_model import log_registry_model
+from components.training import architectures
+from components.model_input import to_model_input
+from components.serving.image_model import log_registry_model
 from components.settings import ServeSettings
 from tests.conftest import SHARED_DATA
 
@@ -96,7 +96,7 @@ def face_crops() -> tuple[np.ndarray, ...]:
 def _synthetic_crops() -> tuple[np.ndarray, ...]:
     import tempfile
 
-    from components.sample import generate_sample
+    from components.sample.generate import generate_sample
     from components.settings import SampleSettings
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,14 +138,14 @@ def png(image: np.ndarray) -> bytes:
 
 
 def best_iou(box, boxes) -> float:
-    from components.faces import iou
+    from components.serving.detection import iou
 
     return max((iou(box, other) for other in boxes), default=0.0)
 
 
 def detectable_crops(count: int) -> list[np.ndarray]:
     """``count`` test faces that OpenCV's Haar cascade finds on their own; skip if too few."""
-    from components.faces import FaceFinder
+    from components.serving.detection import FaceFinder
 
     finder = FaceFinder(ServeSettings())
     found = [

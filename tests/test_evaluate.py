@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.evaluate import EvaluationError, calibration, score_network
+from components.judging.scores import EvaluationError, calibration, score_network
 from components.manifest import Dataset, describe_pixels
 from components.settings import EvaluateSettings
-from components.tfrecords import write_split
+from components.records.tfrecords import write_split
 
 
 def test_calibrated_predictions_have_zero_ece():

@@ -10,19 +10,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from components.faces import (
-    FaceFinder,
-    ImageError,
-    crop_faces,
-    decode_image,
-    drop_nested,
-    model_input,
-    to_gray,
-)
-from components.inputs import scoring_batches, training_batches
+from components.serving.detection import FaceFinder, crop_faces, drop_nested, model_input
+from components.serving.image_input import ImageError, decode_image, to_gray
+from components.records.input_pipelines import scoring_batches, training_batches
 from components.manifest import Dataset, describe_pixels
 from components.settings import ServeSettings
-from components.tfrecords import write_split
+from components.records.tfrecords import write_split
 from tests.consumers import best_iou, canvas_with_faces, detectable_crops, face_crops, png
 
 SETTINGS = ServeSettings()

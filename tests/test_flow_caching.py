@@ -16,7 +16,8 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UN
 
 from components.settings import Params
 from flows import caching, reports, training
-from flows.caching import StageFiles, blocks
+from flows import code_graph
+from flows.stages import STAGE_FILES, StageFiles, blocks
 from flows.stages import DATA_STAGES, MODEL_STAGES
 from tests.conftest import write_params
 
@@ -182,16 +183,19 @@ def test_a_stage_code_key_covers_the_components_it_imports_and_only_those(monkey
     digests = {name: caching.code_digest(stage) for name, stage in stages.items()}
     assert len(set(digests.values())) == len(digests)
 
-    source = caching._source
-    monkeypatch.setattr(
-        caching, "_source", lambda m: source(m) + ("\n# edited" if m == "components.train" else "")
-    )
-    changed = {
-        name for name, stage in stages.items() if caching.code_digest(stage) != digests[name]
-    }
-    assert changed == {"train", "evaluate", "promote"}, (
-        "evaluate and promote import components.train"
-    )
+    source = code_graph.source
+    for edited, touched in (
+        ("components.training.train", {"train"}),
+        ("components.judging.scores", {"evaluate", "promote"}),
+        ("components.model_kinds", {"recipes", "train", "evaluate", "promote"} | {"ingest", "validate", "preprocess", "sample"}),
+    ):
+        monkeypatch.setattr(
+            code_graph, "source", lambda m, e=edited: source(m) + ("\n# edited" if m == e else "")
+        )
+        changed = {
+            name for name, stage in stages.items() if caching.code_digest(stage) != digests[name]
+        }
+        assert changed == touched, edited
 
 
 def test_a_model_stage_key_holds_its_own_cell_not_the_whole_grid():
@@ -201,13 +205,13 @@ def test_a_model_stage_key_holds_its_own_cell_not_the_whole_grid():
     )
     cell = one.train.grid()[0]
     for name in ("train", "evaluate"):
-        files = caching.STAGE_FILES[name]
+        files = STAGE_FILES[name]
         assert files.settings(one, cell) == files.settings(two, cell)
         assert files.settings(two, two.train.grid()[1]) != files.settings(two, cell)
     tuned = Params.model_validate(
         {"train": {"emotion_sets": {"fer7": ["angry", "happy"]}, "overrides": {"modern": {"epochs": 3}}}}
     )
-    files = caching.STAGE_FILES["train"]
+    files = STAGE_FILES["train"]
     assert files.settings(tuned, cell) == files.settings(one, cell), "another architecture's recipe"
     assert files.settings(one.model_copy(update={"train": one.train.model_copy(update={"epochs": 3})}), cell) != files.settings(one, cell)
 
@@ -225,13 +229,14 @@ def test_files_digest_follows_content_and_place(tmp_path):
     assert caching.files_digest([tmp_path / "missing"]) != caching.files_digest([])
 
 
-def test_every_stage_but_promote_is_declared():
+def test_every_stage_is_declared_and_only_promote_is_never_cached():
     """A stage added without a declaration would run uncached: this says so at once."""
     stages = {**DATA_STAGES, **MODEL_STAGES}
-    assert set(caching.STAGE_FILES) == set(stages) - {"promote"}
+    assert set(STAGE_FILES) == set(stages)
+    assert {name for name, files in STAGE_FILES.items() if not files.cached} == {"promote"}
     params = Params()
     [cell] = params.train.grid()
-    for name, files in caching.STAGE_FILES.items():
+    for name, files in STAGE_FILES.items():
         c = cell if name in MODEL_STAGES else None
         assert list(files.writes(params, c)), name
         assert caching.input_key(stages[name], files, params, c), name  # every setting named exists

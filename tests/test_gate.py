@@ -2,7 +2,7 @@
 
 import pytest
 
-from components.gate import NO_CHAMPION, flatten_metrics, judge
+from components.judging.gate import NO_CHAMPION, Check, flatten_metrics, judge
 
 
 def metrics(accuracy=0.92, fear_recall=0.5, happy_recall=0.9, cross=0.4):
@@ -44,55 +44,58 @@ CHANGE = {"fer2013.accuracy": 0.02}
 )
 def test_gate_semantics(candidate, champion, value, change, passed, value_passed, failing):
     verdict = judge(candidate, champion, value, change)
-    assert verdict["passed"] is passed
-    assert verdict["value_passed"] is value_passed
-    assert [c["metric"] for c in verdict["checks"] if not c["passed"]] == failing
+    assert verdict.passed is passed
+    assert verdict.value_passed is value_passed
+    assert [c.metric for c in verdict.checks if not c.passed] == failing
 
 
 def test_first_model_says_change_thresholds_were_skipped():
     verdict = judge(metrics(), None, VALUE, CHANGE)
-    assert verdict["note"] == NO_CHAMPION
-    assert [c["kind"] for c in verdict["checks"]] == ["value"]
+    assert verdict.note == NO_CHAMPION
+    assert [c.kind for c in verdict.checks] == ["value"]
 
 
 def test_every_check_records_value_bound_and_reason():
     verdict = judge(metrics(0.91), metrics(0.95), VALUE, CHANGE)
-    value, change = verdict["checks"]
-    assert value == {"kind": "value", "metric": "fer2013.accuracy", "value": 0.91, "bound": 0.9, "passed": True,
-                     "reason": "0.9100 >= 0.9"}
-    assert change["kind"] == "change" and change["bound"] == pytest.approx(0.93) and change["passed"] is False
-    assert change["reason"] == "0.9100 < champion 0.9500 - 0.0200"
+    value, change = verdict.checks
+    assert value == Check("value", "fer2013.accuracy", 0.91, 0.9, True, "0.9100 >= 0.9")
+    assert verdict.as_dict()["checks"][0] == {
+        "kind": "value", "metric": "fer2013.accuracy", "value": 0.91, "bound": 0.9, "passed": True,
+        "reason": "0.9100 >= 0.9",
+    }, "the blessing report holds each check as JSON"
+    assert change.kind == "change" and change.bound == pytest.approx(0.93) and change.passed is False
+    assert change.reason == "0.9100 < champion 0.9500 - 0.0200"
 
 
 def test_wildcard_checks_every_class():
     verdict = judge(metrics(), None, {"fer2013.per_class.*.recall": 0.4}, {})
-    assert sorted(c["metric"] for c in verdict["checks"]) == ["fer2013.per_class.fear.recall", "fer2013.per_class.happy.recall"]
+    assert sorted(c.metric for c in verdict.checks) == ["fer2013.per_class.fear.recall", "fer2013.per_class.happy.recall"]
 
 
 def test_missing_metric_says_so():
     verdict = judge(metrics(), None, {"fer2013.macro_f1": 0.1}, {})
-    assert verdict["checks"][0]["value"] is None and verdict["checks"][0]["reason"] == "missing metric"
+    assert verdict.checks[0].value is None and verdict.checks[0].reason == "missing metric"
 
 
 def test_thresholds_apply_to_the_datasets_a_model_was_scored_on():
     sequences = {"ckplus_sequences": {"accuracy": 0.7}}
     thresholds = {"fer2013.accuracy": 0.9, "ckplus_sequences.accuracy": 0.6}
     image_verdict = judge(metrics(), None, thresholds, {"ckplus_sequences.accuracy": 0.0})
-    assert image_verdict["passed"] is True
-    assert [c["metric"] for c in image_verdict["checks"]] == ["fer2013.accuracy"]
-    assert image_verdict["not_applicable"] == ["ckplus_sequences.accuracy"]
+    assert image_verdict.passed is True
+    assert [c.metric for c in image_verdict.checks] == ["fer2013.accuracy"]
+    assert image_verdict.not_applicable == ["ckplus_sequences.accuracy"]
     sequence_verdict = judge(sequences, metrics(), thresholds, CHANGE)
-    assert sequence_verdict["passed"] is True
-    assert [c["metric"] for c in sequence_verdict["checks"]] == ["ckplus_sequences.accuracy"]
-    assert sequence_verdict["not_applicable"] == ["fer2013.accuracy"]
+    assert sequence_verdict.passed is True
+    assert [c.metric for c in sequence_verdict.checks] == ["ckplus_sequences.accuracy"]
+    assert sequence_verdict.not_applicable == ["fer2013.accuracy"]
 
 
 def test_a_model_no_threshold_applies_to_is_not_blessed():
     verdict = judge({"ckplus_sequences": {"accuracy": 0.99}}, None, VALUE, CHANGE)
-    assert verdict["value_passed"] is False and verdict["checks"] == []
-    assert verdict["note"] == "no thresholds on ckplus_sequences: no blessing"
+    assert verdict.value_passed is False and verdict.checks == []
+    assert verdict.note == "no thresholds on ckplus_sequences: no blessing"
 
 
 def test_a_wildcard_dataset_applies_to_every_scored_dataset():
     verdict = judge(metrics(cross=0.2), None, {"*.accuracy": 0.3}, {})
-    assert [(c["metric"], c["passed"]) for c in verdict["checks"]] == [("ckplus.accuracy", False), ("fer2013.accuracy", True)]
+    assert [(c.metric, c.passed) for c in verdict.checks] == [("ckplus.accuracy", False), ("fer2013.accuracy", True)]

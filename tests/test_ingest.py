@@ -11,10 +11,14 @@ import pandas as pd
 import pytest
 
 from components.artifacts import read_json
-from components.ingest import IngestError, ingest, read_ckplus48, read_fer2013_csv, split_counts
+from components.ingest.bad_records import IngestError
+from components.ingest.ckplus48 import read_ckplus48
+from components.ingest.fer2013_csv import read_fer2013_csv
+from components.ingest.splits import split_counts
+from components.ingest.stage import ingest
 from components.manifest import read_dataset
 from components.settings import IngestSettings
-from components.splits import subject_folds
+from components.ingest.splits import subject_folds
 
 GOOD_PIXELS = " ".join(["128"] * 2304)
 

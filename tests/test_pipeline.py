@@ -179,7 +179,7 @@ def test_champion_loads_from_the_registry_and_predicts(dvc_project, monkeypatch)
 
     import keras
 
-    from components.preprocessing import to_model_input
+    from components.model_input import to_model_input
 
     direct = keras.models.load_model(dvc_project / f"models/{KEY}/model.keras").predict(to_model_input(faces), verbose=0)
     np.testing.assert_allclose(probabilities.to_numpy(), direct, atol=1e-6)
@@ -201,7 +201,7 @@ def test_gate_refuses_a_model_below_threshold(prefect_project, monkeypatch):
     stages.evaluate(params, cell)
     blessing = stages.promote(params, cell)
     assert blessing.passed is False and blessing.version is None
-    assert [c["metric"] for c in blessing.checks if c["kind"] == "value" and not c["passed"]] == ["fer2013.accuracy"]
+    assert [c.metric for c in blessing.checks if c.kind == "value" and not c.passed] == ["fer2013.accuracy"]
     report = json.loads((project / f"reports/promotion/{KEY}.json").read_text())
     assert report["passed"] is False and "< 1.01" in report["checks"][0]["reason"]
     client = client_for(project)

@@ -15,8 +15,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from components.faces import FaceFinder, iou
-from components.predict import FaceTracker, PredictError, predict_video, run
+from components.serving.detection import FaceFinder, iou
+from components.serving.face_tracking import FaceTracker
+from components.serving.predict import run
+from components.serving.sources import PredictError
+from components.serving.video import predict_video
 from components.settings import PredictSettings, ServeSettings
 from flows.cli import app
 from tests.consumers import (

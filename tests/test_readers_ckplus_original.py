@@ -1,7 +1,7 @@
 """The original CK+ layout (full frames + Emotion/*.txt), built here from 48x48 face crops.
 
 The crops are the real CK+48 ones where ../shared/data exists and drawn faces
-(components.sample) otherwise. Each is scaled up and pasted into a 640x490 frame, so the
+(components.sample.generate) otherwise. Each is scaled up and pasted into a 640x490 frame, so the
 reader must find the face again with OpenCV and crop it back to 48x48.
 """
 
@@ -18,11 +18,11 @@ from test_ingest import fer_csv, rows_for
 
 from components import labels
 from components.artifacts import read_json
-from components.bad_records import IngestError
-from components.face_crop import find_face
-from components.ingest import ingest, read_ckplus
+from components.ingest.bad_records import IngestError
+from components.ingest.ckplus_crop import find_face
+from components.ingest.stage import ingest, read_ckplus
 from components.manifest import read_dataset
-from components.sample import generate_sample
+from components.sample.generate import generate_sample
 from components.settings import IngestSettings, SampleSettings
 
 FRAME_SHAPE = (490, 640)

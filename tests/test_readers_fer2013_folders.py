@@ -11,8 +11,8 @@ import pytest
 from test_ingest import ckplus_tree
 
 from components.artifacts import read_json
-from components.bad_records import IngestError
-from components.ingest import ingest, read_fer2013
+from components.ingest.bad_records import IngestError
+from components.ingest.stage import ingest, read_fer2013
 from components.labels import FER2013_FOLDERS
 from components.manifest import read_dataset
 from components.settings import IngestSettings

@@ -10,9 +10,10 @@ import pytest
 from test_ingest import ckplus_tree, fer_csv, varied_pixels
 
 from components.artifacts import read_json
-from components.bad_records import IngestError
-from components.ferplus import VOTE_COLUMNS, majority_labels, vote_shares
-from components.ingest import ingest, read_fer2013_csv
+from components.ingest.bad_records import IngestError
+from components.ingest.ferplus import VOTE_COLUMNS, majority_labels, vote_shares
+from components.ingest.fer2013_csv import read_fer2013_csv
+from components.ingest.stage import ingest
 from components.labels import CANONICAL
 from components.manifest import read_dataset
 from components.settings import IngestSettings

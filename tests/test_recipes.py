@@ -1,7 +1,7 @@
 """Per-cell recipe files: what each DVC train stage depends on instead of the whole train block."""
 
 from components.artifacts import read_json
-from components.recipes import write_recipes
+from components.training.recipes import write_recipes
 from components.settings import Params
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from components import registry
-from components.registry import RegistryError
+from components.judging import registry
+from components.judging.registry import RegistryError
 from components.settings import load_params
 from flows import stages
 from tests.conftest import TINY_OVERRIDES, write_params
@@ -148,7 +148,7 @@ def test_unreachable_store_fails_clearly_without_registering(project, monkeypatc
 
 
 def test_missing_candidate_is_a_clear_error(project, monkeypatch):
-    from components.evaluate import EvaluationError
+    from components.judging.evaluate import EvaluationError
 
     monkeypatch.chdir(project)
     params = settings_for(project)

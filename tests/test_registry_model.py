@@ -7,6 +7,10 @@ registry as a consumer would.
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,13 +18,14 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from components.faces import HAAR_CASCADE, crop_faces
-from components.inputs import scoring_batches
+from components.serving.detection import HAAR_CASCADE, crop_faces
+from components.records.input_pipelines import scoring_batches
 from components.manifest import Dataset, describe_pixels
-from components.preprocessing import to_model_input
-from components.registry_model import BOX_COLUMNS
+from components.model_input import to_model_input
+from components.serving.image_model import BOX_COLUMNS
 from components.settings import ServeSettings
-from components.tfrecords import write_split
+from flows.code_graph import PROJECT_ROOT
+from components.records.tfrecords import write_split
 from tests.consumers import (
     EMOTIONS,
     best_iou,
@@ -31,15 +36,58 @@ from tests.consumers import (
     register_tiny_model,
 )
 
+ROOT = PROJECT_ROOT
 TABLE_COLUMNS = ["image", *BOX_COLUMNS, *EMOTIONS, "emotion"]
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def registered(tmp_path_factory) -> tuple[str, str]:
+    """The tiny model's registry URI and its tracking store's URI."""
     folder = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    model_uri = register_tiny_model(folder, uri, serve=ServeSettings(margin=0.1, max_images=4))
-    return load_registered(model_uri, uri)
+    return register_tiny_model(folder, uri, serve=ServeSettings(margin=0.1, max_images=4)), uri
+
+
+@pytest.fixture(scope="module")
+def model(registered):
+    return load_registered(*registered)
+
+
+# Runs in a fresh interpreter with the checkout (and the editable install's finder) taken off
+# the import path: whatever `components` it then imports is the copy the model shipped.
+ISOLATED_LOAD = """
+import importlib.util, json, os, sys
+root = sys.argv[1]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != root]
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
+assert importlib.util.find_spec("components") is None, "the checkout is still importable"
+import mlflow, numpy as np
+mlflow.set_tracking_uri(sys.argv[2])
+model = mlflow.pyfunc.load_model(sys.argv[3])
+import components
+shipped = os.path.dirname(components.__file__)
+table = model.predict(np.full((2, 48, 48), 128, np.uint8))
+print(json.dumps({
+    "shipped": sorted(os.path.relpath(os.path.join(d, f), shipped)
+                      for d, _, fs in os.walk(shipped) for f in fs if f.endswith(".py")),
+    "training_importable": importlib.util.find_spec("components.training") is not None,
+    "rows": len(table),
+}))
+"""
+
+
+def test_a_registered_model_loads_and_predicts_with_only_the_code_it_ships(registered, tmp_path):
+    model_uri, uri = registered
+    done = subprocess.run(
+        [sys.executable, "-c", ISOLATED_LOAD, str(ROOT), uri, model_uri],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    parts = {Path(f).parts[0] for f in report["shipped"] if len(Path(f).parts) > 1}
+    assert parts == {"serving"}, "only the shared root and serving travel with the model"
+    assert "settings.py" in report["shipped"] and "serving/image_model.py" in report["shipped"]
+    assert report["training_importable"] is False and report["rows"] == 2
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from components import labels
-from components.ingest import read_ckplus48, read_fer2013_csv
-from components.sample import USAGES, SampleFiles, generate_sample
+from components.ingest.ckplus48 import read_ckplus48
+from components.ingest.fer2013_csv import read_fer2013_csv
+from components.sample.generate import USAGES, SampleFiles, generate_sample
 from components.settings import IngestSettings, SampleSettings
 
 CKPLUS_NAME = re.compile(r"^S(\d{3})_(\d{3})_(\d{8})\.png$")
@@ -193,7 +194,7 @@ def test_a_failed_run_leaves_the_previous_sample(
     def fail(*_: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("components.sample._write_ckplus48", fail)
+    monkeypatch.setattr("components.sample.generate._write_ckplus48", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_sample(small_settings(out_dir, seed=7))
     assert file_tree(out_dir) == before

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from components.augment import augment_image
-from components.inputs import scoring_batches, training_batches
+from components.records.augment import augment_image
+from components.records.input_pipelines import scoring_batches, training_batches
 from components.manifest import Dataset, describe_pixels
-from components.preprocessing import to_model_input
+from components.model_input import to_model_input
 from components.settings import AugmentSettings
-from components.tfrecords import read_examples, write_split
+from components.records.tfrecords import read_examples, write_split
 
 LABELS = ["angry", "happy", "neutral", "happy", "fear", "angry"]
 

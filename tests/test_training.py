@@ -22,13 +22,15 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from components import checkpoints
-from components.checkpoints import ResumableEarlyStopping, Resumed
-from components.inputs import balanced_class_weights, fitting_batches
+from components.training import checkpoints
+from components.training.checkpoints import ResumableEarlyStopping, Resumed
+from components.records.input_pipelines import balanced_class_weights, fitting_batches
 from components.manifest import Dataset, describe_pixels
-from components.sequences import SEQUENCES_DIR, frame_sequences, windows, write_sequences
-from components.settings import SEQUENCE_ARCHITECTURES, ParamsError, load_params
-from components.tfrecords import read_sequences
+from components.records.sequences import frame_sequences, windows
+from components.records.tfrecords import write_sequences
+from components.model_kinds import SEQUENCE_ARCHITECTURES, SEQUENCES_DIR
+from components.settings import ParamsError, load_params
+from components.records.tfrecords import read_sequences
 from flows import stages
 from tests.conftest import ROOT, TINY_OVERRIDES, write_params
 
@@ -257,10 +259,9 @@ def _params(project: Path, **train):
 @pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["convnn", "modern", "transfer", "convlstm", "timedelay"])
 def test_every_architecture_trains_evaluates_and_registers(project, architecture, monkeypatch):
-    from components.evaluate import evaluate
-    from components.evaluate_sequences import evaluate_sequences
-    from components.promote import promote
-    from components.train import train
+    from components.judging.evaluate import evaluate
+    from components.judging.promote import promote
+    from components.training.train import train
 
     monkeypatch.chdir(project)
     params, cell = _params(project, architectures=[architecture], checkpoints=False)
@@ -278,12 +279,7 @@ def test_every_architecture_trains_evaluates_and_registers(project, architecture
         "the transfer network trains its head for an epoch, then fine-tunes for one"
     )
     sequences = architecture in SEQUENCE_ARCHITECTURES
-    if sequences:
-        scored = evaluate_sequences(
-            trained.folder, processed / "ckplus", params.evaluate, params.mlflow
-        )
-    else:
-        scored = evaluate(trained.folder, processed, params.evaluate, params.mlflow)
+    scored = evaluate(trained.folder, processed, "ckplus", params.evaluate, params.mlflow)
     metrics = json.loads(scored.metrics.read_text())
     key = "ckplus_sequences" if sequences else "fer2013"
     assert 0.0 <= metrics[key]["accuracy"] <= 1.0 and metrics[key]["count"] > 0
@@ -295,7 +291,7 @@ def test_every_architecture_trains_evaluates_and_registers(project, architecture
             "change_thresholds": {},
         }
     )
-    blessing = promote(trained.folder, processed, params.evaluate, gate, params.mlflow)
+    blessing = promote(trained.folder, processed, "ckplus", params.evaluate, gate, params.mlflow)
     assert blessing.passed and blessing.version == "1"
     model = mlflow.pyfunc.load_model(f"models:/t-{architecture}@champion")
     if sequences:
@@ -313,7 +309,7 @@ def test_every_architecture_trains_evaluates_and_registers(project, architecture
 def test_a_crash_after_the_last_epoch_resumes_only_with_the_same_settings(project, monkeypatch):
     """Killed after its last checkpoint, before its outputs: a rerun writes them without training
     again; a rerun with other settings starts afresh instead."""
-    from components import train as training
+    from components.training import train as training
 
     monkeypatch.chdir(project)
     params, cell = _params(project, epochs=2, out_dir="models_crash")
@@ -344,9 +340,9 @@ def test_a_crash_after_the_last_epoch_resumes_only_with_the_same_settings(projec
 
 STALLING_RUN = """
 import sys, time
-from components import checkpoints
+from components.training import checkpoints
 from components.settings import load_params
-from components.train import train
+from components.training.train import train
 from flows.stages import select_cells
 
 save = checkpoints.Checkpoint._save
@@ -365,7 +361,7 @@ train(params.preprocess.out_dir / params.train.dataset, cell, params.train, para
 def test_a_killed_training_run_resumes_from_its_last_checkpoint(
     project, tmp_path, monkeypatch, capfd
 ):
-    from components.train import train
+    from components.training.train import train
 
     monkeypatch.chdir(project)
     params, cell = _params(project, epochs=4, out_dir="models_killed")

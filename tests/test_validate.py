@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from components.artifacts import read_json
-from components.ingest import read_fer2013_csv
+from components.ingest.fer2013_csv import read_fer2013_csv
 from components.manifest import (
     IMAGE_SIZE,
     MANIFEST,
@@ -22,7 +22,7 @@ from components.manifest import (
     write_dataset,
 )
 from components.settings import IngestSettings, ValidateSettings
-from components.validate import DataValidationError, validate, write_reference
+from components.validate.stage import DataValidationError, validate, write_reference
 
 SPLITS = ("train", "val", "test")
 LABELS = ("happy", "sad")

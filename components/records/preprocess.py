@@ -1,0 +1,70 @@
+"""Preprocess: interim datasets -> gzip TFRecord shards per dataset and split.
+
+Datasets made of sequences (CK+) also get one record per sequence under ``sequences/``,
+which the time-series networks read (``components.records.sequences``).
+
+Augmentation does not happen here: it runs in the training input pipeline
+(components.records.input_pipelines), so the shards stay the real images. This stage also draws the
+augmentation grid, because it is the place where the augmentation settings can first be
+seen on real examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from components import plots
+from components.artifacts import atomic_dir
+from components.records.augment import augment_image
+from components.manifest import read_dataset
+from components.model_input import to_model_input
+from components.settings import AugmentSettings, PreprocessSettings
+from components.records.tfrecords import write_sequences, write_split
+
+GRID_ORIGINALS = 6
+GRID_VARIANTS = 7
+
+
+@dataclass(frozen=True)
+class PreprocessOutputs:
+    shards: dict[str, Path]  # dataset name -> folder of shards
+    augmentation_grid: Path
+
+
+def preprocess(
+    interim: Mapping[str, Path], settings: PreprocessSettings, augment: AugmentSettings
+) -> PreprocessOutputs:
+    """Write shards for every dataset in ``interim`` (name -> interim folder)."""
+    shards = {}
+    for name, folder in interim.items():
+        dataset = read_dataset(folder)
+        target = settings.out_dir / name
+        with atomic_dir(target) as tmp:
+            for split in sorted(dataset.manifest["split"].unique()):
+                write_split(dataset, split, tmp, settings.examples_per_shard)
+            write_sequences(dataset, tmp, settings.examples_per_shard)
+        shards[name] = target
+    first = read_dataset(next(iter(interim.values())))
+    grid = augmentation_grid(
+        first.pixels[:GRID_ORIGINALS], first.manifest["label"][:GRID_ORIGINALS], augment
+    )
+    return PreprocessOutputs(shards=shards, augmentation_grid=grid)
+
+
+def augmentation_grid(pixels: np.ndarray, names: Sequence[str], settings: AugmentSettings) -> Path:
+    """Each original beside random augmentations of it, as training will see them."""
+    rows = []
+    for index, face in enumerate(pixels):
+        image = to_model_input(face)
+        variants = [
+            augment_image(image, tf.constant([index, variant], tf.int64), settings).numpy()
+            for variant in range(GRID_VARIANTS)
+        ]
+        rows.append([image.numpy(), *variants])
+    titles = [f"{name}: original, then augmented" for name in names]
+    return plots.image_grid(rows, titles, settings.grid_png)

@@ -1,0 +1,332 @@
+"""Train: TFRecord shards -> one Keras model for an (architecture, emotion set), tracked in MLflow.
+
+A run survives being killed: it checkpoints every epoch (``components.training.checkpoints``) and a
+rerun with the same settings and data resumes from the last checkpoint, in the same MLflow
+run. On GPUs it computes in mixed precision and spreads batches over every GPU
+(``tf.distribute.MirroredStrategy``); on a CPU both are no-ops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import tensorflow as tf
+from mlflow.exceptions import MlflowException
+
+from components import plots
+
+from components.training import architectures
+
+from components.training import checkpoints
+
+from components import mlflow_store
+from components.artifacts import atomic_dir, write_json
+from components.model_files import CURVES_FILE, HISTORY_FILE, MODEL_FILE, RUN_FILE
+from components.model_kinds import reads_sequences, records_folder
+from components.training.runtime import distribution_strategy, mixed_precision, seed_everything
+from components.training.checkpoints import Checkpoint, ResumableEarlyStopping, Resumed
+from components.records.input_pipelines import (
+    balanced_class_weights,
+    fitting_batches,
+    label_counts,
+    scoring_batches,
+    scoring_sequence_batches,
+    sequence_windows,
+    training_batches,
+    training_sequence_batches,
+)
+from components.serving.image_model import log_registry_model
+from components.serving.sequence_model import log_sequence_model
+from components.settings import (
+    GRID_FIELDS,
+    ServeSettings,
+    AugmentSettings,
+    MlflowSettings,
+    ModelCell,
+    TrainSettings,
+)
+from components.records.tfrecords import read_examples, shard_paths
+
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    folder: Path
+    model: Path
+    run_id: str
+    model_uri: str
+    resumed_from: int | None = None  # epochs a checkpoint had finished, when the run resumed
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What ``fit`` reads for one cell, and what was counted on the way."""
+
+    folder: Path  # the records read
+    train: tf.data.Dataset  # (x, one-hot y[, weight]) batches
+    val: tf.data.Dataset
+    counts: np.ndarray  # training examples per class
+    steps_per_epoch: int
+
+
+def train(
+    shards: Path,
+    cell: ModelCell,
+    settings: TrainSettings,
+    augment: AugmentSettings,
+    mlflow_settings: MlflowSettings,
+    serve: ServeSettings | None = None,
+) -> TrainOutputs:
+    """Fit one grid cell on the train split, watching val, and log everything to one MLflow run.
+
+    ``shards`` is the folder of the cell's dataset (``data/processed/<dataset>``, the
+    dataset being ``settings.dataset_for(cell.architecture)``); sequence networks read the
+    sequence records under it. The outputs go to ``<settings.out_dir>/<cell.key>``; ``serve``
+    (face detection for raw images) is logged with the registry model.
+    """
+    recipe = settings.recipe(cell.architecture)
+    work = checkpoints.checkpoint_folder(settings.out_dir, cell.key)
+    fingerprint = _fingerprint(cell, recipe, augment, records_folder(shards, cell.architecture))
+    client = mlflow_store.connect(mlflow_settings)
+    # The network is initialised first thing after seeding, so its weights depend on the seed only.
+    seed_everything(recipe.seed, recipe.deterministic)
+    with mixed_precision(recipe.mixed_precision), distribution_strategy(recipe.multi_gpu).scope():
+        resumed = checkpoints.latest(work, fingerprint) if recipe.checkpoints else None
+        if resumed is None:
+            checkpoints.discard(work)
+            network = architectures.build(
+                cell.architecture, len(cell.emotions), recipe.dense_units, recipe
+            )
+        else:
+            print(f"{cell.key}: resuming from the checkpoint after epoch {resumed.epoch}")
+            network = resumed.network
+        data = training_data(shards, cell, recipe, augment)
+        run_id = (
+            resumed.run_id if resumed is not None and _run_exists(client, resumed.run_id) else None
+        )
+        with mlflow.start_run(run_id=run_id, run_name=None if run_id else cell.key) as run:
+            if run_id is None:
+                mlflow.log_params(_flat_params(cell, recipe, augment))
+                mlflow.log_params(
+                    {
+                        "data.folder": str(data.folder),
+                        "data.train_examples": int(data.counts.sum()),
+                        "data.class_counts": dict(zip(cell.emotions, data.counts.tolist())),
+                    }
+                )
+                mlflow.log_text(_summary(network), "model_summary.txt")
+            if resumed is not None:
+                mlflow.set_tag("resumed_from_epoch", str(resumed.epoch))
+            checkpoint = Checkpoint(
+                work if recipe.checkpoints else None, fingerprint, run.info.run_id, resumed
+            )
+            history = _fit(network, cell, recipe, data, resumed, checkpoint)
+            outputs = _write_outputs(
+                network, history, cell, recipe, settings.out_dir / cell.key, run.info.run_id, serve
+            )
+    checkpoints.discard(work)
+    return TrainOutputs(*outputs, resumed_from=None if resumed is None else resumed.epoch)
+
+
+def training_data(
+    shards: Path, cell: ModelCell, settings: TrainSettings, augment: AugmentSettings
+) -> TrainingData:
+    """The cell's batches: faces of ``shards``, or windows of its sequence records."""
+    emotions, size, frames = cell.emotions, settings.batch_size, settings.time_delay
+    sequences = reads_sequences(cell.architecture)
+    folder = records_folder(shards, cell.architecture)
+
+    def examples(split: str) -> tf.data.Dataset:
+        if sequences:
+            return sequence_windows(folder, [split], emotions, frames)
+        return read_examples(folder, [split], emotions).map(lambda x, y, _: (x, y))
+
+    if sequences:
+        train = training_sequence_batches(folder, emotions, frames, size, settings.seed, augment)
+        val = scoring_sequence_batches(folder, ["val"], emotions, frames, size)
+    else:
+        train = training_batches(folder, emotions, size, settings.seed, augment)
+        val = scoring_batches(folder, ["val"], emotions, size)
+    counts = label_counts(examples("train"), len(emotions))
+    if counts.sum() == 0:
+        raise ValueError(f"{folder}: the train split holds no example of {', '.join(emotions)}")
+    val_count = int(label_counts(examples("val"), len(emotions)).sum())
+    if val_count == 0:
+        raise ValueError(f"{folder}: the val split holds no example of {', '.join(emotions)}")
+    weights = balanced_class_weights(counts) if settings.class_weight == "balanced" else None
+    steps = math.ceil(counts.sum() / size)
+    # val's length is told so that Keras need not run out of it to learn it. train's is not:
+    # with a known length Keras opens each epoch's iterator at another moment, which draws
+    # other shuffle and augmentation seeds, and seeded runs would no longer repeat earlier ones.
+    val = val.apply(tf.data.experimental.assert_cardinality(math.ceil(val_count / size)))
+    return TrainingData(
+        folder=folder,
+        # mixup draws from its own stream: with the augmentation's seed it would repeat its draws.
+        train=fitting_batches(
+            train, len(emotions), weights, settings.mixup_alpha, settings.seed + 1
+        ),
+        val=fitting_batches(val, len(emotions)),
+        counts=counts,
+        steps_per_epoch=steps,
+    )
+
+
+def learning_rate_schedule(
+    kind: str, peak: float, total_steps: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """constant; cosine: from ``peak`` down to 0; one_cycle: a linear warm-up over the first
+    30 % of the steps from peak / 25 to ``peak``, then cosine down to 0 (Smith's one-cycle,
+    with cosine annealing). Built-in schedules only, so a checkpoint reloads without custom code."""
+    if kind == "constant":
+        return peak
+    if kind == "cosine":
+        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=max(1, total_steps))
+    warmup = max(1, int(0.3 * total_steps))
+    return keras.optimizers.schedules.CosineDecay(
+        peak / 25, decay_steps=max(1, total_steps - warmup), warmup_target=peak, warmup_steps=warmup
+    )
+
+
+def compile_network(
+    network: keras.Model, settings: TrainSettings, learning_rate: float, total_steps: int
+) -> None:
+    """Adam (AdamW with ``weight_decay``), cross-entropy on one-hot labels with label smoothing."""
+    schedule = learning_rate_schedule(settings.lr_schedule, learning_rate, total_steps)
+    optimizer = (
+        keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay)
+        if settings.weight_decay > 0
+        else keras.optimizers.Adam(schedule)
+    )
+    network.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+class MlflowEpochs(keras.callbacks.Callback):
+    """Each epoch's metrics and learning rate, at the epoch's step (continuing after a resume)."""
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        mlflow.log_metrics(
+            {**{k: float(v) for k, v in (logs or {}).items()}, "learning_rate": rate}, step=epoch
+        )
+
+
+def _fit(
+    network: keras.Model,
+    cell: ModelCell,
+    settings: TrainSettings,
+    data: TrainingData,
+    resumed: Resumed | None,
+    checkpoint: Checkpoint,
+) -> dict[str, list[float]]:
+    """Run the architecture's phases; a resumed run skips what its checkpoint had finished.
+
+    Inside the phase it was written in, a checkpoint's network comes compiled, with its
+    optimizer state, so training goes on as if never stopped. Epoch numbers run on across
+    phases; a phase cut short by early stopping ends with its best weights.
+    """
+    done = resumed.epoch if resumed else 0
+    end = 0
+    for phase in architectures.phases(cell.architecture, settings):
+        start, end = end, end + phase.epochs
+        inside = resumed is not None and resumed.phase == phase.name and start < done
+        stopping = (
+            ResumableEarlyStopping(settings.early_stopping_patience, resumed if inside else None)
+            if settings.early_stopping_patience
+            else None
+        )
+        finished = done >= end or (inside and (resumed.stopping or {}).get("stopped_epoch", 0) > 0)
+        if finished:
+            if inside and resumed.best_weights is not None:
+                network.set_weights(resumed.best_weights)
+            continue
+        if not inside:
+            phase.prepare(network)
+            compile_network(
+                network, settings, phase.learning_rate, phase.epochs * data.steps_per_epoch
+            )
+        checkpoint.phase, checkpoint.stopping = phase.name, stopping
+        network.fit(
+            data.train,
+            validation_data=data.val,
+            initial_epoch=max(done, start),
+            epochs=end,
+            # Logged before checkpointed: a resumed run never lacks a finished epoch's metrics.
+            callbacks=[c for c in (stopping, MlflowEpochs(), checkpoint) if c is not None],
+            verbose=2,
+        )
+    return checkpoint.history
+
+
+def _write_outputs(
+    network: keras.Model,
+    history: dict,
+    cell: ModelCell,
+    settings: TrainSettings,
+    out_dir: Path,
+    run_id: str,
+    serve: ServeSettings | None,
+) -> tuple[Path, Path, str, str]:
+    with atomic_dir(out_dir) as tmp:
+        network.save(tmp / MODEL_FILE)
+        write_json(tmp / HISTORY_FILE, history)
+        plots.training_curves(history, tmp / CURVES_FILE)
+        mlflow.log_artifact(str(tmp / CURVES_FILE))
+        if reads_sequences(cell.architecture):
+            model_uri = log_sequence_model(
+                tmp / MODEL_FILE, cell.emotions, settings.time_delay, tmp
+            )
+        else:
+            model_uri = log_registry_model(tmp / MODEL_FILE, cell.emotions, tmp, serve)
+        write_json(tmp / RUN_FILE, {"run_id": run_id, "model_uri": model_uri, **cell.model_dump()})
+    return out_dir, out_dir / MODEL_FILE, run_id, model_uri
+
+
+def _fingerprint(
+    cell: ModelCell, settings: TrainSettings, augment: AugmentSettings, folder: Path
+) -> str:
+    """What a checkpoint must share with a run to be resumed by it: cell, recipe, data."""
+    shards = [(Path(p).name, Path(p).stat().st_size) for p in shard_paths(folder, ["train", "val"])]
+    payload = {
+        "cell": cell.model_dump(mode="json"),
+        "train": settings.model_dump(mode="json", exclude=GRID_FIELDS),
+        "augment": augment.model_dump(mode="json"),
+        "shards": shards,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _run_exists(client: mlflow.MlflowClient, run_id: str) -> bool:
+    """A checkpoint's run may live in another store (a changed MLFLOW_TRACKING_URI)."""
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
+def _flat_params(
+    cell: ModelCell, settings: TrainSettings, augment: AugmentSettings
+) -> dict[str, object]:
+    values = {f"model.{k}": v for k, v in cell.model_dump(mode="json").items()}
+    shared = settings.model_dump(mode="json", exclude=GRID_FIELDS)
+    values.update({f"train.{k}": v for k, v in shared.items()})
+    values.update({f"augment.{k}": v for k, v in augment.model_dump(mode="json").items()})
+    return values
+
+
+def _summary(network: keras.Model) -> str:
+    buffer = io.StringIO()
+    network.summary(print_fn=lambda line, **_: buffer.write(line + "\n"))
+    return buffer.getvalue()
