@@ -1,6 +1,7 @@
 """EmoPy's published table, re-run: test accuracy per emotion set on FER2013.
 
-    python bench/seed_table.py EPOCHS [--architectures A ...] [--sets SET ...] [--recipe KEY=VALUE ...]
+    python bench/seed_table.py EPOCHS [--architectures A ...] [--sets SET ...]
+                                      [--recipe KEY=VALUE ...]
                                       [--data DATA] [--work DIR]
 
 EmoPy published ConvolutionalNN's accuracy on seven subsets of FER2013's emotions; this
@@ -59,7 +60,8 @@ def main() -> int:
 
     params = _with_recipe(load_params(ROOT / "params.yaml"), args.architectures, args.recipe)
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {_devices()}"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{_devices()}"
     )
     print(f"budget: {args.epochs} epochs per model; work folder: {args.work}")
     if args.recipe:

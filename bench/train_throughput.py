@@ -27,9 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components.training import architectures
 from components.model_kinds import SEQUENCE_ARCHITECTURES
 from components.settings import load_params
+from components.training import architectures
 from components.training.train import compile_network, distribution_strategy, mixed_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +41,14 @@ def main() -> int:
     params = load_params(ROOT / "params.yaml")
     gpus = tf.config.list_physical_devices("GPU")
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {len(gpus)} GPU(s)"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{len(gpus)} GPU(s)"
     )
     dtype = tf.float16 if gpus and params.train.mixed_precision else tf.float32
     peak = matmul_peak(args.matmul_size, dtype)
     print(
-        f"matmul peak ({args.matmul_size}x{args.matmul_size}, {dtype.name}): {peak / 1e9:.1f} GFLOP/s"
+        f"matmul peak ({args.matmul_size}x{args.matmul_size}, {dtype.name}): {peak / 1e9:.1f} "
+        "GFLOP/s"
     )
     print(f"batch {args.batch}, {args.steps} timed steps\n")
     print(f"{'architecture':<14}{'GFLOP/image':>12}{'images/s':>11}{'GFLOP/s':>10}{'of peak':>9}")
@@ -56,7 +58,8 @@ def main() -> int:
         per_image = flops / _frames(name, recipe)
         achieved = TRAIN_STEP_PASSES * per_image * images_per_second
         print(
-            f"{name:<14}{per_image / 1e9:>12.3f}{images_per_second:>11.1f}{achieved / 1e9:>10.1f}{achieved / peak:>9.1%}",
+            f"{name:<14}{per_image / 1e9:>12.3f}{images_per_second:>11.1f}"
+            f"{achieved / 1e9:>10.1f}{achieved / peak:>9.1%}",
             flush=True,
         )
     return 0

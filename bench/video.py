@@ -41,10 +41,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.serving.detection import HAAR_CASCADE, FaceFinder, crop_faces
-from components.serving.face_tracking import FrameAnalyser
-from components.serving.image_model import EmotionClassifier
-from components.settings import MlflowSettings, PredictSettings, ServeSettings
+from components.serving.detection import HAAR_CASCADE, FaceFinder, crop_faces  # noqa: E402 (after the sys.path line above)
+from components.serving.face_tracking import FrameAnalyser  # noqa: E402 (after the sys.path line above)
+from components.serving.image_model import EmotionClassifier  # noqa: E402 (after the sys.path line above)
+from components.settings import MlflowSettings, PredictSettings, ServeSettings  # noqa: E402 (after the sys.path line above)
 
 SIZE = (640, 480)
 FACE_PX = 200
@@ -181,10 +181,10 @@ def _sample_model(folder: Path) -> Path:
     import keras
     import pandas as pd
 
-    from components.training import architectures
     from components.model_input import to_model_input
     from components.sample.generate import generate_sample
     from components.settings import SampleSettings
+    from components.training import architectures
 
     files = generate_sample(
         SampleSettings(out_dir=folder / "sample", images_per_class=40, ckplus_subjects=1)

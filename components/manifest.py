@@ -57,7 +57,8 @@ def describe_pixels(pixels: np.ndarray) -> pd.DataFrame:
     flat = pixels.reshape(len(pixels), -1)
     # Statistics in chunks: one float64 copy of all FER2013 pixels would add ~600 MB.
     chunks = [
-        flat[start : start + STATS_CHUNK].astype(np.float64) for start in range(0, len(flat), STATS_CHUNK)
+        flat[start : start + STATS_CHUNK].astype(np.float64)
+        for start in range(0, len(flat), STATS_CHUNK)
     ]
     return pd.DataFrame(
         {
@@ -77,14 +78,19 @@ def write_dataset(folder: Path | str, dataset: Dataset) -> None:
     if missing:
         raise ValueError(f"manifest lacks columns: {', '.join(sorted(missing))}")
     if len(manifest) != len(dataset.pixels):
-        raise ValueError(f"manifest has {len(manifest)} rows but there are {len(dataset.pixels)} images")
+        raise ValueError(
+            f"manifest has {len(manifest)} rows but there are {len(dataset.pixels)} images"
+        )
     soft = dataset.soft_labels
     if soft is not None and soft.shape != (len(manifest), len(labels.CANONICAL)):
         raise ValueError(
-            f"soft labels have shape {soft.shape}, expected ({len(manifest)}, {len(labels.CANONICAL)})"
+            f"soft labels have shape {soft.shape}, expected ({len(manifest)}, "
+            f"{len(labels.CANONICAL)})"
         )
     with atomic_dir(folder) as tmp:
-        manifest.loc[:, list(COLUMNS)].reset_index(drop=True).to_parquet(tmp / MANIFEST, index=False)
+        manifest.loc[:, list(COLUMNS)].reset_index(drop=True).to_parquet(
+            tmp / MANIFEST, index=False
+        )
         np.save(tmp / PIXELS, np.ascontiguousarray(dataset.pixels, dtype=np.uint8))
         if soft is not None:
             np.save(tmp / SOFT_LABELS, np.ascontiguousarray(soft, dtype=np.float32))
@@ -94,9 +100,13 @@ def read_dataset(folder: Path | str, mmap: bool = True) -> Dataset:
     """Read an ingested dataset; arrays are memory-mapped unless ``mmap`` is false."""
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():  # validate, preprocess and reference all land here
-        raise FileNotFoundError(f"{folder / MANIFEST}: no ingested dataset here; run emoflow ingest first")
+        raise FileNotFoundError(
+            f"{folder / MANIFEST}: no ingested dataset here; run emoflow ingest first"
+        )
     mode = "r" if mmap else None
     manifest = pd.read_parquet(folder / MANIFEST)
     pixels = np.load(folder / PIXELS, mmap_mode=mode)
-    soft = np.load(folder / SOFT_LABELS, mmap_mode=mode) if (folder / SOFT_LABELS).is_file() else None
+    soft = (
+        np.load(folder / SOFT_LABELS, mmap_mode=mode) if (folder / SOFT_LABELS).is_file() else None
+    )
     return Dataset(manifest=manifest, pixels=pixels, soft_labels=soft)

@@ -13,7 +13,6 @@ import mlflow
 
 from components.settings import MlflowSettings
 
-
 SQLITE = "sqlite:///"
 
 

@@ -39,7 +39,9 @@ def training_curves(history: Mapping[str, Sequence[float]], path: Path) -> Path:
         for prefix, style in (("", "-"), ("val_", "--")):
             if f"{prefix}{metric}" in history:
                 values = history[f"{prefix}{metric}"]
-                axis.plot(range(1, len(values) + 1), values, style, label=f"{prefix or 'train_'}{metric}")
+                axis.plot(
+                    range(1, len(values) + 1), values, style, label=f"{prefix or 'train_'}{metric}"
+                )
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.legend()
@@ -56,7 +58,9 @@ def confusion_matrices(
     for row, (dataset, counts) in enumerate(matrices.items()):
         names = class_names[dataset]
         totals = counts.sum(axis=1, keepdims=True)
-        normalised = np.divide(counts, totals, out=np.zeros_like(counts, dtype=float), where=totals > 0)
+        normalised = np.divide(
+            counts, totals, out=np.zeros_like(counts, dtype=float), where=totals > 0
+        )
         for axis, values, fmt, title in (
             (axes[row, 0], counts, "d", "counts"),
             (axes[row, 1], normalised, ".2f", "recall-normalised"),
@@ -69,8 +73,15 @@ def confusion_matrices(
             axis.set_title(f"{dataset}: {title}")
             limit = values.max() / 2 if values.size else 0
             for (i, j), value in np.ndenumerate(values):
-                axis.text(j, i, format(value, fmt), ha="center", va="center",
-                          color="white" if value > limit else "black", fontsize=8)
+                axis.text(
+                    j,
+                    i,
+                    format(value, fmt),
+                    ha="center",
+                    va="center",
+                    color="white" if value > limit else "black",
+                    fontsize=8,
+                )
     figure.tight_layout()
     return _save(figure, path)
 
@@ -79,7 +90,9 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str], 
     """A grid of grayscale images, one titled row per original (e.g. augmentation variants)."""
     plt = _pyplot()
     columns = max(len(r) for r in rows)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.3 * columns, 1.4 * len(rows)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(1.3 * columns, 1.4 * len(rows)), squeeze=False
+    )
     for r, (images, title) in enumerate(zip(rows, row_titles)):
         for c in range(columns):
             axis = axes[r, c]
@@ -99,9 +112,20 @@ def reliability_diagram(curves: Mapping[str, Mapping[str, Sequence[float]]], pat
         centers = np.asarray(curve["bin_centers"])
         filled = np.asarray(curve["count"]) > 0
         width = 1.0 / len(centers)
-        axis.bar(centers[filled], np.asarray(curve["accuracy"])[filled], width=width * 0.9, alpha=0.7, label="accuracy")
+        axis.bar(
+            centers[filled],
+            np.asarray(curve["accuracy"])[filled],
+            width=width * 0.9,
+            alpha=0.7,
+            label="accuracy",
+        )
         axis.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-        axis.plot(np.asarray(curve["confidence"])[filled], np.asarray(curve["accuracy"])[filled], "o-", label="observed")
+        axis.plot(
+            np.asarray(curve["confidence"])[filled],
+            np.asarray(curve["accuracy"])[filled],
+            "o-",
+            label="observed",
+        )
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
         axis.set_xlabel("confidence")

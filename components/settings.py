@@ -16,8 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components import labels
-from components.model_kinds import reads_sequences
 from components.errors import EmoFlowError
+from components.model_kinds import reads_sequences
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -277,7 +277,9 @@ class TrainSettings(_Block):
             raise ValueError("give at least one named emotion set, e.g. {fer7: [angry, ...]}")
         bad = [name for name in value if not re.fullmatch(r"[A-Za-z0-9_]+", str(name))]
         if bad:
-            raise ValueError(f"emotion set names may hold letters, digits and _ only: {', '.join(bad)}")
+            raise ValueError(
+                f"emotion set names may hold letters, digits and _ only: {', '.join(bad)}"
+            )
         return {name: labels.emotion_set(emotions) for name, emotions in value.items()}
 
     def grid(self) -> list[ModelCell]:
@@ -328,7 +330,9 @@ class EvaluateSettings(_Block):
     cross_dataset: str = "ckplus"
     cross_splits: list[Literal["train", "val", "test"]] = ["train", "val", "test"]
     out_dir: Path = Path("reports/evaluation")  # <model>/metrics.json: DVC metrics
-    predictions_dir: Path = Path("reports/predictions")  # <model>/<dataset>.csv: DVC confusion plots
+    predictions_dir: Path = Path(
+        "reports/predictions"
+    )  # <model>/<dataset>.csv: DVC confusion plots
     figures_dir: Path = Path("reports/figures")  # <model>/*.png
     batch_size: Annotated[int, Field(ge=1)] = 256
     flip_tta: bool = False  # average the predictions of each face and its mirror image
@@ -387,10 +391,16 @@ class ServeSettings(_Block):
 class PredictSettings(_Block):
     """``emoflow predict``: which model, and how video predictions are smoothed over time."""
 
-    model: str = "models:/emoflow-fer7@champion"  # a registry URI, an MLflow model folder or a .keras file
-    ema_alpha: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3  # weight of the newest frame; 1: no smoothing
+    model: str = (
+        "models:/emoflow-fer7@champion"  # a registry URI, an MLflow model folder or a .keras file
+    )
+    ema_alpha: Annotated[float, Field(gt=0.0, le=1.0)] = (
+        0.3  # weight of the newest frame; 1: no smoothing
+    )
     window: Annotated[int, Field(ge=1)] = 30  # frames over which the dominant emotion is taken
-    iou_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3  # a box continues a track above this
+    iou_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = (
+        0.3  # a box continues a track above this
+    )
     max_missed: Annotated[int, Field(ge=0)] = 15  # frames a track survives without its face
     # Video: the whole frame is searched every this many frames; in between only around the
     # tracked faces (new faces wait for the next full scan). 1: every frame, as for images.

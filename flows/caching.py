@@ -36,6 +36,7 @@ from prefect.context import TaskRunContext
 from components.settings import Params
 from flows import code_graph
 from flows.stages import Cell, StageFiles
+
 _CHUNK = 1 << 20
 
 
@@ -129,7 +130,9 @@ def code_digest(stage: Callable[..., object]) -> str:
     module = stage.__module__
     # The stage's own module is hashed whole but followed only through its top-level
     # imports and the stage's: flows/stages.py imports every component, each in one stage.
-    roots = code_graph.function_imports(stage) | code_graph.module_imports(module, top_level_only=True)
+    roots = code_graph.function_imports(stage) | code_graph.module_imports(
+        module, top_level_only=True
+    )
     modules = code_graph.closure(roots - {module}) | {module}
     return _digest([f"{name}\0{code_graph.source(name)}" for name in sorted(modules)])
 

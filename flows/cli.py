@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,11 +22,17 @@ from flows.stages import DATA_STAGES, MODEL_STAGES, select_cells
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-app = typer.Typer(help="EmoFlow: a reproducible facial expression recognition pipeline.", no_args_is_help=True)
+app = typer.Typer(
+    help="EmoFlow: a reproducible facial expression recognition pipeline.", no_args_is_help=True
+)
 
 ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="Settings file.")
-ArchitectureOption = typer.Option(None, "--architecture", "-a", help="Only models of this architecture.")
-EmotionSetOption = typer.Option(None, "--emotion-set", "-e", help="Only models of this emotion set.")
+ArchitectureOption = typer.Option(
+    None, "--architecture", "-a", help="Only models of this architecture."
+)
+EmotionSetOption = typer.Option(
+    None, "--emotion-set", "-e", help="Only models of this emotion set."
+)
 
 
 def _guarded(name: str, action: Callable[[], object]) -> object:
@@ -49,15 +54,17 @@ def _register_data_stage(name: str, stage) -> None:
 def _register_model_stage(name: str, stage) -> None:
     def command(
         params: Path = ParamsOption,
-        architecture: Optional[str] = ArchitectureOption,  # noqa: UP007 (typer reads the annotation)
-        emotion_set: Optional[str] = EmotionSetOption,  # noqa: UP007
+        architecture: str | None = ArchitectureOption,
+        emotion_set: str | None = EmotionSetOption,
     ) -> None:
         settings = _guarded(name, lambda: load_params(params))
         for cell in _guarded(name, lambda: select_cells(settings, architecture, emotion_set)):
             result = _guarded(name, lambda: stage(settings, cell))
             typer.echo(f"emoflow {name} {cell.key}: done: {result}")
 
-    app.command(name=name, help=f"{(stage.__doc__ or '').strip()} (every grid cell unless filtered)")(command)
+    app.command(
+        name=name, help=f"{(stage.__doc__ or '').strip()} (every grid cell unless filtered)"
+    )(command)
 
 
 for _name, _stage in DATA_STAGES.items():
@@ -79,21 +86,24 @@ def reference(
     out: Path = typer.Argument(..., help="JSON file to write; then name it in validate.reference."),
     params: Path = ParamsOption,
 ) -> None:
-    """Record the ingested data's pixel statistics as the ranges later runs are validated against."""
+    """Record the ingested data's pixel statistics as the ranges later runs are checked against."""
     from components.validate.stage import write_reference
     from flows.stages import interim_folders
 
     settings = _guarded("reference", lambda: load_params(params))
     margin = settings.validate_.reference_margin
     written = _guarded("reference", lambda: write_reference(interim_folders(settings), out, margin))
-    typer.echo(f"emoflow reference: wrote {written} (ranges widened by {margin}); set validate.reference to use it")
+    typer.echo(
+        f"emoflow reference: wrote {written} (ranges widened by {margin}); set validate.reference "
+        "to use it"
+    )
 
 
 @app.command(name="registry")
 def registry_list(params: Path = ParamsOption) -> None:
     """List registered models, their versions, aliases and blessings."""
-    from components.judging import registry
     from components import mlflow_store
+    from components.judging import registry
 
     settings = _guarded("registry", lambda: load_params(params))
     client = mlflow_store.connect(settings.mlflow)
@@ -102,7 +112,8 @@ def registry_list(params: Path = ParamsOption) -> None:
         for v in registry.versions(client, name):
             aliases = ",".join(v.aliases) or "-"
             typer.echo(
-                f"  v{v.version:<4} aliases={aliases:<22} blessing={v.tags.get(registry.BLESSING_TAG, '-'):<7} "
+                f"  v{v.version:<4} aliases={aliases:<22} "
+                f"blessing={v.tags.get(registry.BLESSING_TAG, '-'):<7} "
                 f"{v.tags.get('architecture', '?')}/{v.tags.get('emotion_set', '?')} run={v.run_id}"
             )
 
@@ -110,8 +121,8 @@ def registry_list(params: Path = ParamsOption) -> None:
 @app.command()
 def rollback(name: str, params: Path = ParamsOption) -> None:
     """Move NAME's champion alias back to the previous blessed version."""
-    from components.judging import registry
     from components import mlflow_store
+    from components.judging import registry
 
     settings = _guarded("rollback", lambda: load_params(params))
     client = mlflow_store.connect(settings.mlflow)

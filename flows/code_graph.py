@@ -126,8 +126,10 @@ def layer_violations(components_dir: Path) -> list[str]:
         importer = part_of(module)
         for node in ast.walk(ast.parse(file.read_text(), str(file))):
             names = (
-                [a.name for a in node.names] if isinstance(node, ast.Import)
-                else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
                 else []
             )
             for name in names:
@@ -146,6 +148,4 @@ def stage_code_files(stage: Callable[..., object]) -> list[str]:
     roots = function_imports(stage) | module_imports(stage.__module__, top_level_only=True)
     modules = {m for m in closure(roots) if m.startswith("components.")}
     files = {origin(m) for m in modules}
-    return sorted(
-        f.relative_to(PROJECT_ROOT).as_posix() for f in files if f.read_text().strip()
-    )
+    return sorted(f.relative_to(PROJECT_ROOT).as_posix() for f in files if f.read_text().strip())

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from prefect.artifacts import create_markdown_artifact
 
-from components.settings import Params
 from components.mlflow_store import tracking_uri
+from components.settings import Params
 
 if TYPE_CHECKING:
     from components.judging.promote import Blessing

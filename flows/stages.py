@@ -105,16 +105,22 @@ MODEL_STAGES: dict[str, Callable[[Params, ModelCell], object]] = {
 }
 
 
-def select_cells(params: Params, architecture: str | None = None, emotion_set: str | None = None) -> list[ModelCell]:
+def select_cells(
+    params: Params, architecture: str | None = None, emotion_set: str | None = None
+) -> list[ModelCell]:
     """Grid cells matching the filters; an unknown filter value is an error, not a no-op."""
     grid = params.train.grid()
     cells = [
-        c for c in grid
+        c
+        for c in grid
         if architecture in (None, c.architecture) and emotion_set in (None, c.emotion_set)
     ]
     if not cells:
         known = ", ".join(c.key for c in grid)
-        raise ParamsError(f"no model in the grid matches architecture={architecture} emotion_set={emotion_set} (grid: {known})")
+        raise ParamsError(
+            f"no model in the grid matches architecture={architecture} emotion_set={emotion_set} "
+            f"(grid: {known})"
+        )
     return cells
 
 
@@ -144,11 +150,14 @@ def _model_settings(params: Params, cell: Cell, *names: str) -> dict[str, Any]:
 
 
 def _training_settings(params: Params, cell: Cell) -> dict[str, Any]:
-    """Only what the cell's training reads, as DVC sees it (``components.training.recipes``): another
-    cell's emotions or another architecture's override change nothing here."""
+    """Only what the cell's training reads, as DVC sees it (``components.training.recipes``):
+    another cell's emotions or another architecture's override change nothing here."""
     from components.training.recipes import cell_recipe
 
-    return {**cell_recipe(cell, params.train, params.augment, params.serve), **blocks(params, "mlflow")}
+    return {
+        **cell_recipe(cell, params.train, params.augment, params.serve),
+        **blocks(params, "mlflow"),
+    }
 
 
 def _recipes_folder(params: Params) -> Path:
@@ -187,7 +196,10 @@ STAGE_FILES: dict[str, StageFiles] = {
     ),
     "train": StageFiles(
         _training_settings,
-        lambda p, c: (p.preprocess.out_dir / p.train.dataset_for(c.architecture), p.serve.detector_model),
+        lambda p, c: (
+            p.preprocess.out_dir / p.train.dataset_for(c.architecture),
+            p.serve.detector_model,
+        ),
         lambda p, c: (p.train.out_dir / c.key,),
         tracked=True,
     ),

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.client.schemas.objects import TaskRun
+from prefect.futures import PrefectFuture
 from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task, exponential_backoff
 
 from components.settings import FlowSettings, ModelCell, Params, load_params
@@ -89,7 +89,11 @@ def submit_stage(
 
 
 def finish_stage(
-    name: str, stage: Callable[..., object], params: Params, cell: ModelCell | None, future: PrefectFuture
+    name: str,
+    stage: Callable[..., object],
+    params: Params,
+    cell: ModelCell | None,
+    future: PrefectFuture,
 ) -> tuple[object, str]:
     """Wait for a submitted stage; a cached result whose outputs no longer match the disk
     (deleted, edited, another tracking store) is computed again, and the cache entry replaced.
@@ -114,7 +118,9 @@ def task_runner(settings: FlowSettings):
 
         if settings.dask_address:
             return DaskTaskRunner(address=settings.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1})
+        return DaskTaskRunner(
+            cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1}
+        )
     return ThreadPoolTaskRunner(max_workers=settings.max_parallel_models)
 
 
@@ -129,7 +135,9 @@ def training_flow(params_path: str = "params.yaml") -> dict[str, object]:
     folder; a deployment of prefect.yaml runs in the folder it was deployed from.
     """
     params = load_params(Path(params_path))
-    steps = list(DATA_STAGES) + [_key(name, cell) for name in MODEL_STAGES for cell in params.train.grid()]
+    steps = list(DATA_STAGES) + [
+        _key(name, cell) for name in MODEL_STAGES for cell in params.train.grid()
+    ]
     outcome = reports.Outcome(steps, params_path, params.flow.cache)
     results: dict[str, object] = {}
     try:
@@ -137,16 +145,26 @@ def training_flow(params_path: str = "params.yaml") -> dict[str, object]:
             _record(outcome, results, name, lambda: run_stage(name, stage, params))
         # Cells of the grid fan out: every cell's stage runs side by side, stage after stage.
         for name, stage in MODEL_STAGES.items():
-            futures = {cell.key: (cell, submit_stage(name, stage, params, cell)) for cell in params.train.grid()}
+            futures = {
+                cell.key: (cell, submit_stage(name, stage, params, cell))
+                for cell in params.train.grid()
+            }
             for cell, future in futures.values():
-                _record(outcome, results, _key(name, cell), lambda: finish_stage(name, stage, params, cell, future))
+                _record(
+                    outcome,
+                    results,
+                    _key(name, cell),
+                    lambda: finish_stage(name, stage, params, cell, future),
+                )
     finally:
         blessings = [r for key, r in results.items() if key.startswith("promote/")]
         reports.publish(outcome, blessings, params)
     return results
 
 
-def _record(outcome: reports.Outcome, results: dict, key: str, step: Callable[[], tuple[object, str]]) -> None:
+def _record(
+    outcome: reports.Outcome, results: dict, key: str, step: Callable[[], tuple[object, str]]
+) -> None:
     started = time.monotonic()
     try:
         results[key], how = step()

@@ -18,10 +18,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from components.training import architectures
 from components.model_input import to_model_input
 from components.serving.image_model import log_registry_model
 from components.settings import ServeSettings
+from components.training import architectures
 from tests.conftest import SHARED_DATA
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

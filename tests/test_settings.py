@@ -8,7 +8,15 @@ from tests.conftest import ROOT, write_params
 
 def test_project_params_load_into_typed_settings():
     params = load_params(ROOT / "params.yaml")
-    assert params.train.emotion_sets["fer7"] == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    assert params.train.emotion_sets["fer7"] == (
+        "angry",
+        "disgust",
+        "fear",
+        "happy",
+        "sad",
+        "surprise",
+        "neutral",
+    )
     assert [cell.key for cell in params.train.grid()] == ["convnn-fer7"]
     assert params.validate_.required_splits == ["train", "val", "test"]
     assert params.ingest.fer2013 == Path("data/sample/fer2013.csv")
@@ -28,7 +36,9 @@ def test_unknown_block_is_named(tmp_path):
 
 def test_bad_value_is_named(tmp_path):
     path = write_params(tmp_path, {"train": {"epochs": 0}})
-    with pytest.raises(ParamsError, match=r"train\.epochs: Input should be greater than or equal to 1"):
+    with pytest.raises(
+        ParamsError, match=r"train\.epochs: Input should be greater than or equal to 1"
+    ):
         load_params(path)
 
 
@@ -44,14 +54,23 @@ def test_calm_is_neutral(tmp_path):
 
 
 def test_grid_is_architectures_times_emotion_sets(tmp_path):
-    path = write_params(tmp_path, {"train": {"emotion_sets": {"riot": ["fear", "anger", "calm"], "pair": ["anger", "disgust"]}}})
+    path = write_params(
+        tmp_path,
+        {
+            "train": {
+                "emotion_sets": {"riot": ["fear", "anger", "calm"], "pair": ["anger", "disgust"]}
+            }
+        },
+    )
     params = load_params(path)
     assert [c.key for c in params.train.grid()] == ["convnn-fer7", "convnn-riot", "convnn-pair"]
     assert params.promote.registered_name(params.train.grid()[1]) == "emoflow-riot"
 
 
 def test_usage_fractions_must_sum_to_one(tmp_path):
-    path = write_params(tmp_path, {"sample": {"usage_fractions": {"Training": 0.5, "PublicTest": 0.1}}})
+    path = write_params(
+        tmp_path, {"sample": {"usage_fractions": {"Training": 0.5, "PublicTest": 0.1}}}
+    )
     with pytest.raises(ParamsError, match=r"sample\.usage_fractions.*sum to 1"):
         load_params(path)
 
@@ -63,13 +82,22 @@ def test_missing_file_is_clear(tmp_path):
 
 def test_faces_and_sequences_cannot_share_a_registered_model(tmp_path):
     path = write_params(tmp_path, {"train": {"architectures": ["convnn", "timedelay"]}})
-    with pytest.raises(ParamsError, match=r"convnn-fer7 \(faces\) and timedelay-fer7 \(sequences\) the same registered model 'emoflow-fer7'; put \{architecture\} in it"):
+    with pytest.raises(
+        ParamsError,
+        match=r"convnn-fer7 \(faces\) and timedelay-fer7 \(sequences\) the same registered model "
+        r"'emoflow-fer7'; put \{architecture\} in it",
+    ):
         load_params(path)
     path = write_params(
         tmp_path,
-        {"train": {"architectures": ["convnn", "timedelay"]}, "promote": {"model_name": "emoflow-{architecture}-{emotion_set}"}},
+        {
+            "train": {"architectures": ["convnn", "timedelay"]},
+            "promote": {"model_name": "emoflow-{architecture}-{emotion_set}"},
+        },
     )
-    assert [load_params(path).promote.registered_name(c) for c in load_params(path).train.grid()] == [
+    assert [
+        load_params(path).promote.registered_name(c) for c in load_params(path).train.grid()
+    ] == [
         "emoflow-convnn-fer7",
         "emoflow-timedelay-fer7",
     ]

@@ -17,7 +17,9 @@ from components.settings import IngestSettings
 CKPLUS48_NAME = re.compile(r"^S(\d{3})_(\d{3})_(\d{8})\.png$")
 
 
-def read_ckplus48(root: Path, settings: IngestSettings, quarantine: Quarantine | None = None) -> Dataset:
+def read_ckplus48(
+    root: Path, settings: IngestSettings, quarantine: Quarantine | None = None
+) -> Dataset:
     """Read the CK+48 layout ``<class>/S<subject>_<sequence>_<frame>.png``.
 
     Frames are kept and labelled as for every CK+ layout (``ckplus_sequences.keep_frames``):
@@ -51,14 +53,18 @@ def read_ckplus48(root: Path, settings: IngestSettings, quarantine: Quarantine |
     if not records:
         raise IngestError(f"{root}: no <class>/S<subject>_<sequence>_<frame>.png images found")
     kept = keep_frames(pd.DataFrame(records, columns=list(FRAME_COLUMNS)), settings)
-    read, pixels = read_all(list(kept["source"]), lambda source: read_face_48(root / source), quarantine)
+    read, pixels = read_all(
+        list(kept["source"]), lambda source: read_face_48(root / source), quarantine
+    )
     return ckplus_dataset(kept.iloc[read], pixels, settings, root)
 
 
 def _ckplus48_record(root: Path, png: Path) -> dict[str, object]:
     match = CKPLUS48_NAME.match(png.name)
     if not match:
-        raise BadRecord(png, "file name is not S<subject>_<sequence>_<frame>.png (e.g. S005_001_00000011.png)")
+        raise BadRecord(
+            png, "file name is not S<subject>_<sequence>_<frame>.png (e.g. S005_001_00000011.png)"
+        )
     subject, sequence, frame = match.groups()
     return {
         "stem": png.stem,

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from components import labels
 from components.ingest.bad_records import BadRecord, IngestError, Quarantine
-from components.ingest.ckplus_sequences import FRAME_COLUMNS, ckplus_dataset, keep_frames
 from components.ingest.ckplus_crop import center_box, crop_48, find_face
+from components.ingest.ckplus_sequences import FRAME_COLUMNS, ckplus_dataset, keep_frames
 from components.ingest.image_files import read_all, read_gray
 from components.manifest import Dataset
 from components.settings import IngestSettings
@@ -64,17 +64,23 @@ def read_ckplus_original(root: Path, settings: IngestSettings, quarantine: Quara
     return ckplus_dataset(kept.iloc[read], pixels, settings, root)
 
 
-def _sequence_frames(root: Path, labels_dir: Path, label_files: list[Path]) -> list[dict[str, object]]:
+def _sequence_frames(
+    root: Path, labels_dir: Path, label_files: list[Path]
+) -> list[dict[str, object]]:
     """One record per frame of a labelled sequence; a bad sequence is one bad record."""
     subject, sequence = labels_dir.parent.name, labels_dir.name
     if len(label_files) > 1:
         names = ", ".join(f.name for f in label_files)
-        raise BadRecord(labels_dir, f"{len(label_files)} emotion files ({names}), expected one per sequence")
+        raise BadRecord(
+            labels_dir, f"{len(label_files)} emotion files ({names}), expected one per sequence"
+        )
     label = read_emotion(label_files[0])
     frames_dir = root / IMAGES / subject / sequence
     pngs = sorted(frames_dir.glob("*.png"))
     if not pngs:
-        raise BadRecord(frames_dir, f"sequence has no frames (*.png), yet {label_files[0].name} labels it")
+        raise BadRecord(
+            frames_dir, f"sequence has no frames (*.png), yet {label_files[0].name} labels it"
+        )
     name = re.compile(rf"^{re.escape(subject)}_{re.escape(sequence)}_(\d{{8}})\.png$")
     records = []
     for png in pngs:

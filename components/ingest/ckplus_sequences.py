@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from components.ingest.bad_records import IngestError
+from components.ingest.splits import subject_folds, subject_splits
 from components.manifest import Dataset, describe_pixels
 from components.settings import IngestSettings
-from components.ingest.splits import subject_folds, subject_splits
 
 FRAME_COLUMNS = ("stem", "label", "subject", "sequence", "frame", "source")
 
@@ -30,7 +30,10 @@ def keep_frames(frames: pd.DataFrame, settings: IngestSettings) -> pd.DataFrame:
     neutral face).
     """
     ordered = frames.sort_values(["subject", "sequence", "frame"], kind="stable")
-    kept = [_label_sequence(seq, settings) for _, seq in ordered.groupby(["subject", "sequence"], sort=True)]
+    kept = [
+        _label_sequence(seq, settings)
+        for _, seq in ordered.groupby(["subject", "sequence"], sort=True)
+    ]
     return pd.concat(kept).reset_index(drop=True)
 
 
@@ -42,7 +45,9 @@ def _label_sequence(seq: pd.DataFrame, settings: IngestSettings) -> pd.DataFrame
     return peak
 
 
-def ckplus_dataset(kept: pd.DataFrame, pixels: np.ndarray, settings: IngestSettings, root: Path) -> Dataset:
+def ckplus_dataset(
+    kept: pd.DataFrame, pixels: np.ndarray, settings: IngestSettings, root: Path
+) -> Dataset:
     """The CK+ dataset from its kept frames and their 48x48 pixels (row-aligned).
 
     Splits and folds are drawn by subject here, after bad images were set aside, so that
@@ -56,4 +61,6 @@ def ckplus_dataset(kept: pd.DataFrame, pixels: np.ndarray, settings: IngestSetti
         id="ckplus-" + kept["stem"],
         dataset="ckplus",
     ).drop(columns=["stem"])
-    return Dataset(pd.concat([manifest.reset_index(drop=True), describe_pixels(pixels)], axis=1), pixels)
+    return Dataset(
+        pd.concat([manifest.reset_index(drop=True), describe_pixels(pixels)], axis=1), pixels
+    )

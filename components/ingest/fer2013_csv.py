@@ -13,7 +13,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from components import labels
-from components.ingest.bad_records import BadRecord, IngestError, Quarantine, csv_row, read_csv_strings
+from components.ingest.bad_records import (
+    BadRecord,
+    IngestError,
+    Quarantine,
+    csv_row,
+    read_csv_strings,
+)
 from components.ingest.ferplus import read_ferplus
 from components.ingest.splits import carve_validation
 from components.manifest import IMAGE_SIZE, Dataset, describe_pixels
@@ -23,7 +29,9 @@ FER2013_COLUMNS = ("emotion", "pixels", "Usage")
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
 
 
-def read_fer2013_csv(path: Path, settings: IngestSettings, quarantine: Quarantine | None = None) -> Dataset:
+def read_fer2013_csv(
+    path: Path, settings: IngestSettings, quarantine: Quarantine | None = None
+) -> Dataset:
     """Parse the canonical Kaggle ``emotion,pixels,Usage`` csv (plain or .gz).
 
     With ``ingest.ferplus`` set, labels are the FER+ majority votes instead of the
@@ -70,7 +78,9 @@ def read_fer2013_csv(path: Path, settings: IngestSettings, quarantine: Quarantin
     )
     kept = pixels[rows]
     return Dataset(
-        pd.concat([manifest, describe_pixels(kept)], axis=1), kept, None if soft is None else soft[rows]
+        pd.concat([manifest, describe_pixels(kept)], axis=1),
+        kept,
+        None if soft is None else soft[rows],
     )
 
 
@@ -90,14 +100,17 @@ def _row_problems(
     blank = (table.loc[:, list(FER2013_COLUMNS)] == "").to_numpy()
     for row in np.flatnonzero(blank.any(axis=1)).tolist():
         empty = [column for column, is_blank in zip(FER2013_COLUMNS, blank[row]) if is_blank]
-        problems[row] = BadRecord(path, f"empty {', '.join(empty)} (is the file truncated?)", csv_row(row))
+        problems[row] = BadRecord(
+            path, f"empty {', '.join(empty)} (is the file truncated?)", csv_row(row)
+        )
     for row, usage in enumerate(table["Usage"]):
         if usage not in settings.usage_splits:
             problems.setdefault(
                 row,
                 BadRecord(
                     path,
-                    f"Usage {usage!r} is not one of {', '.join(settings.usage_splits)} (ingest.usage_splits)",
+                    f"Usage {usage!r} is not one of {', '.join(settings.usage_splits)} "
+                    "(ingest.usage_splits)",
                     csv_row(row),
                 ),
             )
@@ -106,7 +119,8 @@ def _row_problems(
             row,
             BadRecord(
                 path,
-                f"emotion {table.at[row, 'emotion']!r} is not a FER2013 code 0..{max(labels.FER2013_CODES)}",
+                f"emotion {table.at[row, 'emotion']!r} is not a FER2013 code "
+                f"0..{max(labels.FER2013_CODES)}",
                 csv_row(row),
             ),
         )
@@ -134,7 +148,9 @@ def _parse_pixels(path: Path, row: int, text: str) -> np.ndarray:
     if values is None or len(values) != PIXELS_PER_IMAGE:
         tokens = text.split()
         if len(tokens) != PIXELS_PER_IMAGE:
-            raise BadRecord(path, f"{len(tokens)} pixels, expected {PIXELS_PER_IMAGE}", csv_row(row))
+            raise BadRecord(
+                path, f"{len(tokens)} pixels, expected {PIXELS_PER_IMAGE}", csv_row(row)
+            )
         bad = next((t for t in tokens if not t.lstrip("+-").isdigit()), text[:20])
         raise BadRecord(path, f"pixel {bad!r} is not an integer", csv_row(row))
     if values.min() < 0 or values.max() > 255:
@@ -144,7 +160,9 @@ def _parse_pixels(path: Path, row: int, text: str) -> np.ndarray:
     return values.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
 
 
-def _fer2013_splits(usages: np.ndarray, label_names: np.ndarray, settings: IngestSettings) -> np.ndarray:
+def _fer2013_splits(
+    usages: np.ndarray, label_names: np.ndarray, settings: IngestSettings
+) -> np.ndarray:
     """Map Usage to splits; without a test usage, PublicTest's role moves to test.
 
     The copies of FER2013 that circulate often lack PrivateTest. Then the usage mapped to

@@ -21,9 +21,9 @@ from tqdm import tqdm
 from components import labels
 from components.ingest.bad_records import BadRecord, IngestError, Quarantine
 from components.ingest.image_files import read_all, read_face_48
+from components.ingest.splits import carve_validation
 from components.manifest import Dataset, describe_pixels
 from components.settings import IngestSettings
-from components.ingest.splits import carve_validation
 
 SPLIT_FOLDERS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -35,7 +35,9 @@ def read_fer2013_folders(root: Path, settings: IngestSettings, quarantine: Quara
     images: list[Path] = []
     bad: list[BadRecord] = []
     for split in SPLIT_FOLDERS:
-        for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for class_dir in sorted(
+            p for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith(".")
+        ):
             found = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if class_dir.name in labels.FER2013_FOLDERS:
                 images.extend(found)
@@ -50,7 +52,9 @@ def read_fer2013_folders(root: Path, settings: IngestSettings, quarantine: Quara
     quarantine.set_aside(bad)
     if not images:
         raise IngestError(f"{root}: no images in train/<class>/ or test/<class>/ (*.png, *.jpg)")
-    read, pixels = read_all(tqdm(images, desc=f"read {root.name}", unit="img"), read_face_48, quarantine)
+    read, pixels = read_all(
+        tqdm(images, desc=f"read {root.name}", unit="img"), read_face_48, quarantine
+    )
     relative = [images[i].relative_to(root) for i in read]
     split_of = np.array([path.parts[0] for path in relative], dtype=object)
     label_of = np.array([labels.FER2013_FOLDERS[path.parts[1]] for path in relative], dtype=object)
@@ -77,4 +81,6 @@ def _check_layout(root: Path) -> None:
             "train/<class>/*.png|jpg and test/<class>/*.png|jpg"
         )
     if unexpected := sorted(folders - set(SPLIT_FOLDERS)):
-        raise IngestError(f"{root}: unexpected folder(s) {', '.join(unexpected)}; expected only train/ and test/")
+        raise IngestError(
+            f"{root}: unexpected folder(s) {', '.join(unexpected)}; expected only train/ and test/"
+        )

@@ -31,7 +31,13 @@ import numpy as np
 import pandas as pd
 
 from components import labels
-from components.ingest.bad_records import BadRecord, IngestError, Quarantine, csv_row, read_csv_strings
+from components.ingest.bad_records import (
+    BadRecord,
+    IngestError,
+    Quarantine,
+    csv_row,
+    read_csv_strings,
+)
 
 EMOTION_COLUMNS = tuple(labels.FERPLUS_VOTES)
 VOTE_COLUMNS = (*EMOTION_COLUMNS, "unknown", "NF")
@@ -48,7 +54,9 @@ class FerPlusLabels:
     soft: np.ndarray  # float32, rows x len(labels.CANONICAL)
 
 
-def read_ferplus(path: Path, usages: np.ndarray, csv_path: Path, quarantine: Quarantine) -> FerPlusLabels:
+def read_ferplus(
+    path: Path, usages: np.ndarray, csv_path: Path, quarantine: Quarantine
+) -> FerPlusLabels:
     """FER+ labels for the rows of ``csv_path``, whose ``Usage`` column is ``usages``."""
     table = _aligned_rows(path, read_csv_strings(path, COLUMNS, "ingest.ferplus"), usages, csv_path)
     votes, valid = _vote_counts(path, table, quarantine)
@@ -82,7 +90,9 @@ def vote_shares(votes: np.ndarray) -> np.ndarray:
     return emotion_votes / np.where(totals == 0, 1, totals)
 
 
-def _aligned_rows(path: Path, table: pd.DataFrame, usages: np.ndarray, csv_path: Path) -> pd.DataFrame:
+def _aligned_rows(
+    path: Path, table: pd.DataFrame, usages: np.ndarray, csv_path: Path
+) -> pd.DataFrame:
     """The rows describing the csv's rows; the files must agree row by row on ``Usage``.
 
     FER+ describes all 35,887 rows of the full Kaggle file. A copy of the csv without its
@@ -107,7 +117,9 @@ def _aligned_rows(path: Path, table: pd.DataFrame, usages: np.ndarray, csv_path:
     return aligned
 
 
-def _vote_counts(path: Path, table: pd.DataFrame, quarantine: Quarantine) -> tuple[np.ndarray, np.ndarray]:
+def _vote_counts(
+    path: Path, table: pd.DataFrame, quarantine: Quarantine
+) -> tuple[np.ndarray, np.ndarray]:
     """The votes as integers, and which rows have only valid counts (others are set aside)."""
     raw = table.loc[:, list(VOTE_COLUMNS)]
     numbers = raw.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
@@ -117,6 +129,10 @@ def _vote_counts(path: Path, table: pd.DataFrame, quarantine: Quarantine) -> tup
     for row in np.flatnonzero(bad_cells.any(axis=1)):
         column = int(np.argmax(bad_cells[row]))
         value = raw.iat[row, column]
-        bad.append(BadRecord(path, f"{VOTE_COLUMNS[column]} vote {value!r} is not a count", csv_row(int(row))))
+        bad.append(
+            BadRecord(
+                path, f"{VOTE_COLUMNS[column]} vote {value!r} is not a count", csv_row(int(row))
+            )
+        )
     quarantine.set_aside(bad)
     return np.where(bad_cells, 0, numbers).astype(np.int64), ~bad_cells.any(axis=1)

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 
 
-def carve_validation(splits: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def carve_validation(
+    splits: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> np.ndarray:
     """Move a stratified, seeded ``fraction`` of each class's ``train`` images to ``val``.
 
     For FER2013 copies without a third usage (PrivateTest) and for the Kaggle image-folder
@@ -45,7 +47,9 @@ def split_counts(total: int, fractions: dict[str, float]) -> dict[str, int]:
     wanted = {name: f for name, f in fractions.items() if f > 0}
     exact = {name: total * f / sum(wanted.values()) for name, f in wanted.items()}
     counts = {name: int(value) for name, value in exact.items()}
-    for name in sorted(exact, key=lambda n: exact[n] - counts[n], reverse=True)[: total - sum(counts.values())]:
+    for name in sorted(exact, key=lambda n: exact[n] - counts[n], reverse=True)[
+        : total - sum(counts.values())
+    ]:
         counts[name] += 1
     for name in counts:
         while counts[name] == 0 and total >= len(counts):

@@ -42,20 +42,26 @@ def ingest(settings: IngestSettings) -> IngestOutputs:
     ckplus = read_ckplus(settings.ckplus, settings, quarantine)
     report = settings.out_dir / QUARANTINE_JSON
     outputs = IngestOutputs(
-        settings.out_dir / "fer2013", settings.out_dir / "ckplus", report if quarantine.skip else None
+        settings.out_dir / "fer2013",
+        settings.out_dir / "ckplus",
+        report if quarantine.skip else None,
     )
     write_dataset(outputs.fer2013, fer)
     write_dataset(outputs.ckplus, ckplus)
     if quarantine.skip:
         quarantine.write(report)
         if quarantine.records:
-            log.warning("%d bad records were left out; %s lists them", len(quarantine.records), report)
+            log.warning(
+                "%d bad records were left out; %s lists them", len(quarantine.records), report
+            )
     else:
         report.unlink(missing_ok=True)  # it described an earlier run that skipped records
     return outputs
 
 
-def read_fer2013(path: Path, settings: IngestSettings, quarantine: Quarantine | None = None) -> Dataset:
+def read_fer2013(
+    path: Path, settings: IngestSettings, quarantine: Quarantine | None = None
+) -> Dataset:
     """FER2013 from the Kaggle csv (.csv or .csv.gz) or the Kaggle image-folder layout."""
     if quarantine is None:
         quarantine = Quarantine(settings.on_bad_record)
@@ -69,7 +75,9 @@ def read_fer2013(path: Path, settings: IngestSettings, quarantine: Quarantine | 
     return read_fer2013_folders(path, settings, quarantine)
 
 
-def read_ckplus(root: Path, settings: IngestSettings, quarantine: Quarantine | None = None) -> Dataset:
+def read_ckplus(
+    root: Path, settings: IngestSettings, quarantine: Quarantine | None = None
+) -> Dataset:
     """CK+ from the original distribution (``cohn-kanade-images/``) or the CK+48 crops."""
     if quarantine is None:
         quarantine = Quarantine(settings.on_bad_record)

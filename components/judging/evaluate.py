@@ -18,9 +18,9 @@ from components.artifacts import atomic_file, read_json, write_json
 from components.judging.gate import flatten_metrics
 from components.judging.scores import EvaluationError, Scores, score_network
 from components.judging.sequence_scores import score_sequences
+from components.model_files import MODEL_FILE, RUN_FILE
 from components.model_kinds import reads_sequences, records_folder
 from components.settings import EvaluateSettings, MlflowSettings, ModelCell
-from components.model_files import MODEL_FILE, RUN_FILE
 
 METRICS_FILE = "metrics.json"
 CONFUSION_PNG = "confusion.png"
@@ -68,7 +68,11 @@ def score_model(
     """Scores per dataset key, for either kind of network (``components.model_kinds``)."""
     if reads_sequences(cell.architecture):
         shards = processed / sequence_dataset
-        return {f"{sequence_dataset}_sequences": score_sequences(network, cell.emotions, shards, settings)}
+        return {
+            f"{sequence_dataset}_sequences": score_sequences(
+                network, cell.emotions, shards, settings
+            )
+        }
     return score_network(network, cell.emotions, processed, settings)
 
 
@@ -103,9 +107,13 @@ def write_evaluation(
         with atomic_file(predictions[name]) as tmp:
             s.table.to_csv(tmp, index=False)
     confusion = plots.confusion_matrices(
-        {n: s.matrix for n, s in scores.items()}, {n: emotions for n in scores}, figures / CONFUSION_PNG
+        {n: s.matrix for n, s in scores.items()},
+        {n: emotions for n in scores},
+        figures / CONFUSION_PNG,
     )
-    reliability = plots.reliability_diagram({n: s.reliability for n, s in scores.items()}, figures / RELIABILITY_PNG)
+    reliability = plots.reliability_diagram(
+        {n: s.reliability for n, s in scores.items()}, figures / RELIABILITY_PNG
+    )
     mlflow_store.connect(mlflow_settings)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(flatten_metrics(metrics))
@@ -118,7 +126,9 @@ def write_evaluation(
 def load_candidate(model_dir: Path) -> tuple[dict, keras.Model]:
     """The train stage's run record and network, with an error a user can act on."""
     if not (model_dir / MODEL_FILE).exists() or not (model_dir / RUN_FILE).exists():
-        raise EvaluationError(f"{model_dir}: no trained model here (run the train stage for it first)")
+        raise EvaluationError(
+            f"{model_dir}: no trained model here (run the train stage for it first)"
+        )
     try:
         network = keras.models.load_model(model_dir / MODEL_FILE, compile=False)
     except (OSError, ValueError) as err:

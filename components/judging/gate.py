@@ -68,13 +68,18 @@ def _matching(pattern: str, flat: dict[str, float]) -> list[str]:
         return [pattern]
     parts = pattern.split(".")
     return sorted(
-        key for key in flat if len(key.split(".")) == len(parts) and fnmatch.fnmatchcase(key, pattern)
+        key
+        for key in flat
+        if len(key.split(".")) == len(parts) and fnmatch.fnmatchcase(key, pattern)
     ) or [pattern]
 
 
-def _on_datasets(thresholds: dict[str, float], datasets: list[str]) -> tuple[dict[str, float], list[str]]:
+def _on_datasets(
+    thresholds: dict[str, float], datasets: list[str]
+) -> tuple[dict[str, float], list[str]]:
     """The thresholds whose dataset (first key part, ``*`` allowed) the candidate was scored
     on, and the keys of the others."""
+
     def applies(pattern: str) -> bool:
         return any(fnmatch.fnmatchcase(dataset, pattern.split(".")[0]) for dataset in datasets)
 
@@ -89,7 +94,8 @@ def _check(
     if value is None:
         reason = "missing metric"
     elif kind == "change":
-        reason = f"{value:.4f} {'>=' if passed else '<'} champion {reference:.4f} - {reference - bound:.4f}"
+        sign = ">=" if passed else "<"
+        reason = f"{value:.4f} {sign} champion {reference:.4f} - {reference - bound:.4f}"
     else:
         reason = f"{value:.4f} {'>=' if passed else '<'} {bound}"
     return Check(kind, metric, value, bound, passed, reason)

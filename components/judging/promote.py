@@ -17,15 +17,20 @@ from pathlib import Path
 
 import mlflow
 
-from components.judging import registry
-
 from components import mlflow_store
 from components.artifacts import read_json, write_json
-from components.judging.evaluate import METRICS_FILE, EvaluationError, run_cell, score_model, scored_folders
+from components.judging import registry
+from components.judging.evaluate import (
+    METRICS_FILE,
+    EvaluationError,
+    run_cell,
+    score_model,
+    scored_folders,
+)
 from components.judging.gate import Check, Verdict, judge
-from components.settings import EvaluateSettings, MlflowSettings, ModelCell, PromoteSettings
-from components.records.tfrecords import shard_paths
 from components.model_files import RUN_FILE
+from components.records.tfrecords import shard_paths
+from components.settings import EvaluateSettings, MlflowSettings, ModelCell, PromoteSettings
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,9 @@ def promote(
     """Gate the candidate in ``model_dir`` (scored in ``<evaluate.out_dir>/<model_dir.name>``);
     ``processed`` and ``sequence_dataset`` name the records it was scored on, as for evaluate."""
     if not (model_dir / RUN_FILE).exists():
-        raise EvaluationError(f"{model_dir}: no trained candidate here (run the train stage for it first)")
+        raise EvaluationError(
+            f"{model_dir}: no trained candidate here (run the train stage for it first)"
+        )
     run = read_json(model_dir / RUN_FILE)
     cell = run_cell(run)
     name = settings.registered_name(cell)
@@ -60,16 +67,31 @@ def promote(
 
     current = retry(lambda: registry.champion(client, name), f"reading the champion of {name}")
     champion_metrics = (
-        _rescore(name, current.version, cell, processed, sequence_dataset, evaluate_settings) if current else None
+        _rescore(name, current.version, cell, processed, sequence_dataset, evaluate_settings)
+        if current
+        else None
     )
-    verdict = judge(metrics, champion_metrics, settings.value_thresholds, settings.change_thresholds)
+    verdict = judge(
+        metrics, champion_metrics, settings.value_thresholds, settings.change_thresholds
+    )
     version = None
     if verdict.value_passed:
-        tags = _version_tags(cell, run, scored_folders(cell, processed, sequence_dataset, evaluate_settings), verdict)
-        version = retry(lambda: registry.register_once(client, name, run["run_id"], run["model_uri"], tags), f"registering {name}")
-        retry(lambda: client.set_registered_model_alias(name, registry.CHALLENGER, version), "setting the challenger alias")
+        tags = _version_tags(
+            cell, run, scored_folders(cell, processed, sequence_dataset, evaluate_settings), verdict
+        )
+        version = retry(
+            lambda: registry.register_once(client, name, run["run_id"], run["model_uri"], tags),
+            f"registering {name}",
+        )
+        retry(
+            lambda: client.set_registered_model_alias(name, registry.CHALLENGER, version),
+            "setting the challenger alias",
+        )
         if verdict.passed:
-            retry(lambda: client.set_registered_model_alias(name, registry.CHAMPION, version), "moving the champion alias")
+            retry(
+                lambda: client.set_registered_model_alias(name, registry.CHAMPION, version),
+                "moving the champion alias",
+            )
     report = settings.out_dir / f"{model_dir.name}.json"
     blessing = {
         **verdict.as_dict(),
@@ -86,14 +108,23 @@ def promote(
     return Blessing(verdict.passed, verdict.value_passed, verdict.checks, name, version, report)
 
 
-def _rescore(name: str, version: str, cell: ModelCell, processed: Path, sequence_dataset: str, settings: EvaluateSettings) -> dict:
+def _rescore(
+    name: str,
+    version: str,
+    cell: ModelCell,
+    processed: Path,
+    sequence_dataset: str,
+    settings: EvaluateSettings,
+) -> dict:
     """The champion's metrics on today's data, by the same scoring code as the candidate's."""
     network = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().network
     scores = score_model(network, cell, processed, sequence_dataset, settings)
     return {dataset: s.metrics for dataset, s in scores.items()}
 
 
-def _version_tags(cell: ModelCell, run: dict, scored: list[Path], verdict: Verdict) -> dict[str, str]:
+def _version_tags(
+    cell: ModelCell, run: dict, scored: list[Path], verdict: Verdict
+) -> dict[str, str]:
     """What a consumer needs to trace a version back: code, data, settings and the verdict."""
     return {
         "git_commit": _git_commit(),
@@ -124,7 +155,9 @@ def _data_hash(folders: list[Path]) -> str:
 
 def _git_commit() -> str:
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
     except OSError:
         return "unknown"
     return result.stdout.strip() if result.returncode == 0 else "unknown"

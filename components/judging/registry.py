@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import mlflow
 from mlflow.exceptions import MlflowException
+
 from components.errors import EmoFlowError
 
 CHAMPION = "champion"
@@ -28,7 +29,9 @@ class RegistryError(EmoFlowError, RuntimeError):
     """The registry cannot be reached or does not hold what was asked for."""
 
 
-def with_retries(action: Callable[[], T], what: str, uri: str, retries: int, delay: float = 1.0) -> T:
+def with_retries(
+    action: Callable[[], T], what: str, uri: str, retries: int, delay: float = 1.0
+) -> T:
     """Run ``action``; on connection-type failures retry with backoff, then fail clearly."""
     for attempt in range(retries + 1):
         try:
@@ -41,13 +44,22 @@ def with_retries(action: Callable[[], T], what: str, uri: str, retries: int, del
             last = err
         if attempt < retries:
             time.sleep(delay * 2**attempt)
-    raise RegistryError(f"MLflow store {uri}: {what} failed after {retries + 1} tries: {last}") from None
+    raise RegistryError(
+        f"MLflow store {uri}: {what} failed after {retries + 1} tries: {last}"
+    ) from None
 
 
 def _looks_unreachable(err: MlflowException) -> bool:
     text = str(err).lower()
     return any(
-        s in text for s in ("connection", "unable to open database", "database is locked", "max retries", "timed out")
+        s in text
+        for s in (
+            "connection",
+            "unable to open database",
+            "database is locked",
+            "max retries",
+            "timed out",
+        )
     )
 
 
@@ -70,7 +82,9 @@ def champion(client: mlflow.MlflowClient, name: str) -> VersionInfo | None:
         raise
 
 
-def register_once(client: mlflow.MlflowClient, name: str, run_id: str, model_uri: str, tags: dict[str, str]) -> str:
+def register_once(
+    client: mlflow.MlflowClient, name: str, run_id: str, model_uri: str, tags: dict[str, str]
+) -> str:
     """The version of ``name`` made from ``run_id``, registering it only the first time.
 
     Two processes racing on the same run may both register; the later one sees two
@@ -105,7 +119,12 @@ def versions(client: mlflow.MlflowClient, name: str) -> list[VersionInfo]:
     found = client.search_model_versions(f"name = '{name}'")
     infos = [_info(v) for v in found]
     return sorted(
-        (VersionInfo(v.name, v.version, v.run_id, tuple(sorted(aliases.get(v.version, []))), v.tags) for v in infos),
+        (
+            VersionInfo(
+                v.name, v.version, v.run_id, tuple(sorted(aliases.get(v.version, []))), v.tags
+            )
+            for v in infos
+        ),
         key=lambda v: int(v.version),
     )
 
@@ -120,7 +139,8 @@ def rollback(client: mlflow.MlflowClient, name: str) -> tuple[str, str]:
     if current is None:
         raise RegistryError(f"{name}: has no champion to roll back")
     earlier = [
-        v for v in versions(client, name)
+        v
+        for v in versions(client, name)
         if int(v.version) < int(current.version) and v.tags.get(BLESSING_TAG) == "passed"
     ]
     if not earlier:

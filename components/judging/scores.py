@@ -39,11 +39,19 @@ def score_network(
     network: keras.Model, emotions: tuple[str, ...], processed: Path, settings: EvaluateSettings
 ) -> dict[str, Scores]:
     """Score on the in-dataset split and on the cross dataset (classes it shares only)."""
-    plan = {settings.in_dataset: [settings.in_split], settings.cross_dataset: list(settings.cross_splits)}
-    return {name: _score(network, processed / name, splits, emotions, settings) for name, splits in plan.items()}
+    plan = {
+        settings.in_dataset: [settings.in_split],
+        settings.cross_dataset: list(settings.cross_splits),
+    }
+    return {
+        name: _score(network, processed / name, splits, emotions, settings)
+        for name, splits in plan.items()
+    }
 
 
-def _score(network, folder: Path, splits: list[str], emotions: tuple[str, ...], settings: EvaluateSettings) -> Scores:
+def _score(
+    network, folder: Path, splits: list[str], emotions: tuple[str, ...], settings: EvaluateSettings
+) -> Scores:
     faces, truth = _collect(scoring_batches(folder, splits, emotions, settings.batch_size))
     if len(truth) == 0:
         raise EvaluationError(
@@ -58,30 +66,48 @@ def _score(network, folder: Path, splits: list[str], emotions: tuple[str, ...], 
 
 
 def scores_from(
-    probabilities: np.ndarray, truth: np.ndarray, emotions: tuple[str, ...], settings: EvaluateSettings
+    probabilities: np.ndarray,
+    truth: np.ndarray,
+    emotions: tuple[str, ...],
+    settings: EvaluateSettings,
 ) -> Scores:
     """Accuracy, macro-F1, calibration and per-class scores from predicted probabilities."""
     predicted = probabilities.argmax(axis=1)
     present = sorted(set(truth.tolist()))
-    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=present, zero_division=0)
-    ece, reliability = calibration(probabilities.max(axis=1), predicted == truth, settings.calibration_bins)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=present, zero_division=0
+    )
+    ece, reliability = calibration(
+        probabilities.max(axis=1), predicted == truth, settings.calibration_bins
+    )
     metrics: dict[str, object] = {
         "accuracy": float((predicted == truth).mean()),
-        "macro_f1": float(f1_score(truth, predicted, labels=present, average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(truth, predicted, labels=present, average="macro", zero_division=0)
+        ),
         "ece": ece,
         "count": int(len(truth)),
         "per_class": {
-            emotions[c]: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            emotions[c]: {
+                "precision": float(p),
+                "recall": float(r),
+                "f1": float(f),
+                "support": int(n),
+            }
             for c, p, r, f, n in zip(present, precision, recall, f1, support)
         },
     }
-    table = pd.DataFrame({"actual": [emotions[i] for i in truth], "predicted": [emotions[i] for i in predicted]})
+    table = pd.DataFrame(
+        {"actual": [emotions[i] for i in truth], "predicted": [emotions[i] for i in predicted]}
+    )
     # Square over all the model's classes: a CK+ face predicted as neutral must show up.
     matrix = confusion_matrix(truth, predicted, labels=range(len(emotions)))
     return Scores(metrics, matrix, table, reliability)
 
 
-def calibration(confidence: np.ndarray, correct: np.ndarray, bins: int) -> tuple[float, dict[str, list[float]]]:
+def calibration(
+    confidence: np.ndarray, correct: np.ndarray, bins: int
+) -> tuple[float, dict[str, list[float]]]:
     """Expected calibration error over equal-width confidence bins, and the diagram's data."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
@@ -91,7 +117,9 @@ def calibration(confidence: np.ndarray, correct: np.ndarray, bins: int) -> tuple
     filled = counts > 0
     accuracy[filled] /= counts[filled]
     mean_confidence[filled] /= counts[filled]
-    ece = float(np.sum(counts[filled] / counts.sum() * np.abs(accuracy[filled] - mean_confidence[filled])))
+    ece = float(
+        np.sum(counts[filled] / counts.sum() * np.abs(accuracy[filled] - mean_confidence[filled]))
+    )
     return ece, {
         "bin_centers": ((edges[:-1] + edges[1:]) / 2).tolist(),
         "accuracy": accuracy.tolist(),

@@ -15,8 +15,8 @@ import keras
 import numpy as np
 
 from components.judging.scores import EvaluationError, Scores, scores_from
-from components.records.input_pipelines import scoring_sequence_batches
 from components.model_kinds import SEQUENCES_DIR
+from components.records.input_pipelines import scoring_sequence_batches
 from components.settings import EvaluateSettings
 
 
@@ -32,7 +32,8 @@ def score_sequences(
     pairs = [(x.numpy(), y.numpy()) for x, y in batches]
     if not pairs:
         raise EvaluationError(
-            f"{folder}: no sequences of the model's classes ({', '.join(emotions)}) in split {settings.in_split}"
+            f"{folder}: no sequences of the model's classes ({', '.join(emotions)}) in split "
+            f"{settings.in_split}"
         )
     windows, truth = np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
     probabilities = network.predict(windows, batch_size=settings.batch_size, verbose=0)

@@ -45,7 +45,16 @@ def _rotate_and_zoom(image: tf.Tensor, seed: tf.Tensor, settings: AugmentSetting
     a0, a1 = scale * tf.cos(angle), -scale * tf.sin(angle)
     b0, b1 = scale * tf.sin(angle), scale * tf.cos(angle)
     transform = tf.stack(
-        [a0, a1, cx - a0 * cx - a1 * cy + shift_x, b0, b1, cy - b0 * cx - b1 * cy + shift_y, 0.0, 0.0]
+        [
+            a0,
+            a1,
+            cx - a0 * cx - a1 * cy + shift_x,
+            b0,
+            b1,
+            cy - b0 * cx - b1 * cy + shift_y,
+            0.0,
+            0.0,
+        ]
     )
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=image[tf.newaxis],

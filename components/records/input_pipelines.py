@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from components.records.augment import augment_image
 from components.model_input import to_model_input
+from components.records.augment import augment_image
 from components.records.sequences import windows
-from components.settings import AugmentSettings
 from components.records.tfrecords import read_examples, read_sequences
+from components.settings import AugmentSettings
 
 SHUFFLE_BUFFER = 4096
 

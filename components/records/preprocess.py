@@ -20,11 +20,11 @@ import tensorflow as tf
 
 from components import plots
 from components.artifacts import atomic_dir
-from components.records.augment import augment_image
 from components.manifest import read_dataset
 from components.model_input import to_model_input
-from components.settings import AugmentSettings, PreprocessSettings
+from components.records.augment import augment_image
 from components.records.tfrecords import write_sequences, write_split
+from components.settings import AugmentSettings, PreprocessSettings
 
 GRID_ORIGINALS = 6
 GRID_VARIANTS = 7

@@ -22,7 +22,6 @@ from components.manifest import IMAGE_SIZE, Dataset
 from components.model_kinds import SEQUENCES_DIR
 from components.records.sequences import FrameSequence, frame_sequences
 
-
 COMPRESSION = "GZIP"
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),

@@ -36,7 +36,6 @@ class Faces:
     crops: np.ndarray  # uint8 [K, 48, 48]: what the network reads, before normalisation
 
 
-
 # --- Detection -----------------------------------------------------------------------------
 
 

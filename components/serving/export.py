@@ -18,10 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from components.artifacts import atomic_dir, write_json
-from components.serving.detection import model_input
+from components.errors import EmoFlowError
 from components.manifest import IMAGE_SIZE
 from components.model_input import INPUT_SHAPE
-from components.errors import EmoFlowError
+from components.serving.detection import model_input
 
 ONNX_FILE = "model.onnx"
 TFLITE_FILE = "model.tflite"

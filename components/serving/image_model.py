@@ -1,7 +1,8 @@
 """The model as consumers get it from the registry: an MLflow pyfunc around the Keras network.
 
 It carries its own face detector and serve settings, so ``models:/<name>@champion`` turns a
-raw photo into per-face emotions with the preprocessing training used (``components.serving.detection``).
+raw photo into per-face emotions with the preprocessing training used
+(``components.serving.detection``).
 
 Input (``model.predict(model_input, params={"mode": ..., "channel_order": ...})``):
 
@@ -29,8 +30,8 @@ images). The output schema describes the image form; the params schema lets ``mo
 from __future__ import annotations
 
 import json
-import tempfile
 import shutil
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -41,6 +42,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+from components.manifest import IMAGE_SIZE
+from components.model_input import INPUT_SHAPE
 from components.serving.detection import HAAR_CASCADE, FaceFinder, model_input
 from components.serving.image_input import (
     CHANNEL_ORDERS,
@@ -49,8 +52,6 @@ from components.serving.image_input import (
     decode_image,
     to_gray,
 )
-from components.manifest import IMAGE_SIZE
-from components.model_input import INPUT_SHAPE
 from components.settings import ServeSettings
 
 KERAS_ARTIFACT = "keras_model"
@@ -214,7 +215,8 @@ def _image_items(model_input) -> list:
     if isinstance(model_input, (list, tuple, pd.Series)):
         return list(model_input)
     raise ImageError(
-        f"unsupported input type {type(model_input).__name__}: see components/serving/image_model.py"
+        f"unsupported input type {type(model_input).__name__}: see "
+        "components/serving/image_model.py"
     )
 
 

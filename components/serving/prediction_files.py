@@ -1,4 +1,4 @@
-"""What ``emoflow predict`` writes: tables, JSON lines and annotated copies, each in place once whole."""
+"""What ``emoflow predict`` writes: tables, JSON lines, annotated copies, each once whole."""
 
 from __future__ import annotations
 

@@ -22,7 +22,12 @@ from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
 from components.manifest import IMAGE_SIZE
 from components.model_input import to_model_input
-from components.serving.image_model import KERAS_ARTIFACT, LABELS_ARTIFACT, pip_requirements, served_code
+from components.serving.image_model import (
+    KERAS_ARTIFACT,
+    LABELS_ARTIFACT,
+    pip_requirements,
+    served_code,
+)
 
 
 class SequenceClassifier(mlflow.pyfunc.PythonModel):
@@ -39,7 +44,8 @@ class SequenceClassifier(mlflow.pyfunc.PythonModel):
         frames = self.network.input_shape[1]
         if windows.ndim != 4 or windows.shape[1:] != (frames, IMAGE_SIZE, IMAGE_SIZE):
             raise MlflowException.invalid_parameter_value(
-                f"expected windows of {frames} face crops, uint8 [N, {frames}, {IMAGE_SIZE}, {IMAGE_SIZE}]; "
+                f"expected windows of {frames} face crops, uint8 [N, {frames}, {IMAGE_SIZE}, "
+                f"{IMAGE_SIZE}]; "
                 f"got shape {tuple(np.shape(model_input))}"
             )
         probabilities = self.network.predict(to_model_input(windows.astype(np.uint8)), verbose=0)

@@ -39,7 +39,6 @@ def split_sources(sources: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     return [s for s in sources if s not in videos], videos
 
 
-
 class VideoSource:
     """A video file or a camera index, opened with OpenCV; frames as ``(index, seconds, BGR)``."""
 

@@ -15,12 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from components.artifacts import atomic_dir, write_json
-from components.settings import GRID_FIELDS, AugmentSettings, ModelCell, ServeSettings, TrainSettings
+from components.settings import (
+    GRID_FIELDS,
+    AugmentSettings,
+    ModelCell,
+    ServeSettings,
+    TrainSettings,
+)
 
 RECIPES_DIR = "recipes"  # under train.out_dir, beside the model folders
 
 
-def cell_recipe(cell: ModelCell, train: TrainSettings, augment: AugmentSettings, serve: ServeSettings) -> dict[str, Any]:
+def cell_recipe(
+    cell: ModelCell, train: TrainSettings, augment: AugmentSettings, serve: ServeSettings
+) -> dict[str, Any]:
     """What training ``cell`` reads, as JSON values."""
     return {
         "cell": cell.model_dump(mode="json"),

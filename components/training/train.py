@@ -21,18 +21,10 @@ import numpy as np
 import tensorflow as tf
 from mlflow.exceptions import MlflowException
 
-from components import plots
-
-from components.training import architectures
-
-from components.training import checkpoints
-
-from components import mlflow_store
+from components import mlflow_store, plots
 from components.artifacts import atomic_dir, write_json
 from components.model_files import CURVES_FILE, HISTORY_FILE, MODEL_FILE, RUN_FILE
 from components.model_kinds import reads_sequences, records_folder
-from components.training.runtime import distribution_strategy, mixed_precision, seed_everything
-from components.training.checkpoints import Checkpoint, ResumableEarlyStopping, Resumed
 from components.records.input_pipelines import (
     balanced_class_weights,
     fitting_batches,
@@ -43,18 +35,20 @@ from components.records.input_pipelines import (
     training_batches,
     training_sequence_batches,
 )
+from components.records.tfrecords import read_examples, shard_paths
 from components.serving.image_model import log_registry_model
 from components.serving.sequence_model import log_sequence_model
 from components.settings import (
     GRID_FIELDS,
-    ServeSettings,
     AugmentSettings,
     MlflowSettings,
     ModelCell,
+    ServeSettings,
     TrainSettings,
 )
-from components.records.tfrecords import read_examples, shard_paths
-
+from components.training import architectures, checkpoints
+from components.training.checkpoints import Checkpoint, ResumableEarlyStopping, Resumed
+from components.training.runtime import distribution_strategy, mixed_precision, seed_everything
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,11 @@ from great_expectations.data_context import EphemeralDataContext  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 from great_expectations.datasource.fluent import PandasDatasource  # noqa: E402
 
-from components.validate import report as validation_report  # noqa: E402
 from components.artifacts import atomic_dir, write_json  # noqa: E402
+from components.errors import EmoFlowError
 from components.manifest import describe_pixels, read_dataset  # noqa: E402
 from components.settings import ValidateSettings  # noqa: E402
+from components.validate import report as validation_report  # noqa: E402
 from components.validate.suites import (  # noqa: E402
     PixelRanges,
     Reference,
@@ -43,7 +44,6 @@ from components.validate.suites import (  # noqa: E402
     expectations,
 )
 from components.validate.tables import CLASSES, IMAGES, TABLES, derived_tables  # noqa: E402
-from components.errors import EmoFlowError
 
 RESULT_JSON = "result.json"
 SUMMARY_TXT = "summary.txt"

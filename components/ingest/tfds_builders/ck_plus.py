@@ -8,8 +8,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from components.ingest.stage import read_ckplus
-from components.settings import IngestSettings
 from components.ingest.tfds_builders.features import HOMEPAGE, examples, features, splits
+from components.settings import IngestSettings
 
 CITATION = """@inproceedings{lucey2010extended,
   title={The Extended Cohn-Kanade Dataset (CK+): A complete dataset for action unit and emotion-specified expression},
@@ -20,7 +20,7 @@ CITATION = """@inproceedings{lucey2010extended,
 
 
 class CkPlus(tfds.core.GeneratorBasedBuilder):
-    """CK+: posed expression sequences; peak frames labelled, first frames neutral, split by subject."""
+    """CK+: posed expression sequences; peak frames labelled, first neutral, split by subject."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release, parsed by EmoFlow's ingest stage."}
@@ -36,7 +36,9 @@ class CkPlus(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             features=features(
                 subject=tfds.features.Text(),
-                fold=tfds.features.Scalar(dtype=np.int64, doc="10-fold cross-validation fold, by subject"),
+                fold=tfds.features.Scalar(
+                    dtype=np.int64, doc="10-fold cross-validation fold, by subject"
+                ),
             ),
             supervised_keys=("image", "label"),
             homepage=HOMEPAGE,
@@ -46,7 +48,10 @@ class CkPlus(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         manual = Path(dl_manager.manual_dir)
         dataset = read_ckplus(manual, IngestSettings(ckplus=manual))
-        return {split: self._generate_examples(dataset=dataset, split=split) for split in splits(dataset)}
+        return {
+            split: self._generate_examples(dataset=dataset, split=split)
+            for split in splits(dataset)
+        }
 
     def _generate_examples(self, dataset, split):
         return examples(dataset, split, "subject", "fold")

@@ -37,9 +37,12 @@ def examples(dataset: Dataset, split: str, *extra: str) -> Iterator[tuple[str, d
     manifest = dataset.manifest
     for row in np.flatnonzero((manifest["split"] == split).to_numpy()):
         record = manifest.iloc[row]
-        yield record["id"], {
-            "image": np.asarray(dataset.pixels[row])[..., np.newaxis],
-            "label": record["label"],
-            "id": record["id"],
-            **{column: record[column] for column in extra},
-        }
+        yield (
+            record["id"],
+            {
+                "image": np.asarray(dataset.pixels[row])[..., np.newaxis],
+                "label": record["label"],
+                "id": record["id"],
+                **{column: record[column] for column in extra},
+            },
+        )

@@ -8,8 +8,8 @@ import tensorflow_datasets as tfds
 
 from components.ingest.bad_records import IngestError
 from components.ingest.stage import read_fer2013
-from components.settings import IngestSettings
 from components.ingest.tfds_builders.features import HOMEPAGE, examples, features, splits
+from components.settings import IngestSettings
 
 CSV_NAMES = ("fer2013.csv.gz", "fer2013.csv")
 FERPLUS_NAME = "fer2013new.csv"
@@ -29,28 +29,36 @@ CITATION = """@inproceedings{goodfellow2013challenges,
 
 
 class Fer2013(tfds.core.GeneratorBasedBuilder):
-    """FER2013: 48x48 grey web faces in 7 emotions; the ``ferplus`` config relabels by FER+ votes."""
+    """FER2013: 48x48 grey web faces, 7 emotions; the ``ferplus`` config relabels by FER+ votes."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release, parsed by EmoFlow's ingest stage."}
     BUILDER_CONFIGS = [
-        tfds.core.BuilderConfig(name="original", description="The labels of fer2013.csv (or of the class folders)."),
+        tfds.core.BuilderConfig(
+            name="original", description="The labels of fer2013.csv (or of the class folders)."
+        ),
         tfds.core.BuilderConfig(
             name="ferplus",
-            description="FER+ majority-vote labels (8 emotions, contempt included); images without a majority are left out.",
+            description=(
+                "FER+ majority-vote labels (8 emotions, contempt included); "
+                "images without a majority are left out."
+            ),
         ),
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
     Download FER2013 from Kaggle (the ICML 2013 challenge: fer2013.csv, or the image-folder
     copy with train/<class>/*.png and test/<class>/*.png) and put into the manual dir
-    either {' or '.join(CSV_NAMES)}, or the train/ and test/ folders.
+    either {" or ".join(CSV_NAMES)}, or the train/ and test/ folders.
     For the `ferplus` config also put {FERPLUS_NAME} (github.com/microsoft/FERPlus) there;
     it is row-aligned with fer2013.csv, so it needs the csv.
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=features(), supervised_keys=("image", "label"), homepage=HOMEPAGE, citation=CITATION
+            features=features(),
+            supervised_keys=("image", "label"),
+            homepage=HOMEPAGE,
+            citation=CITATION,
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -58,7 +66,10 @@ class Fer2013(tfds.core.GeneratorBasedBuilder):
         source = _source(manual)
         ferplus = manual / FERPLUS_NAME if self.builder_config.name == "ferplus" else None
         dataset = read_fer2013(source, IngestSettings(fer2013=source, ferplus=ferplus))
-        return {split: self._generate_examples(dataset=dataset, split=split) for split in splits(dataset)}
+        return {
+            split: self._generate_examples(dataset=dataset, split=split)
+            for split in splits(dataset)
+        }
 
     def _generate_examples(self, dataset, split):
         return examples(dataset, split)
@@ -71,4 +82,6 @@ def _source(manual: Path) -> Path:
             return manual / name
     if (manual / "train").is_dir():
         return manual
-    raise IngestError(f"{manual}: holds neither {' nor '.join(CSV_NAMES)} nor train/ and test/ folders")
+    raise IngestError(
+        f"{manual}: holds neither {' nor '.join(CSV_NAMES)} nor train/ and test/ folders"
+    )

@@ -44,7 +44,12 @@ def crops(tmp_path_factory: pytest.TempPathFactory) -> Sequences:
     root = SHARED_DATA / "ckplus48"
     if not root.is_dir():
         root = generate_sample(
-            SampleSettings(out_dir=tmp_path_factory.mktemp("sample"), images_per_class=3, ckplus_subjects=6, ckplus_frames=3)
+            SampleSettings(
+                out_dir=tmp_path_factory.mktemp("sample"),
+                images_per_class=3,
+                ckplus_subjects=6,
+                ckplus_frames=3,
+            )
         ).ckplus_dir
     groups: dict[tuple[str, str], list[Path]] = {}
     for png in sorted(root.glob("*/*.png")):
@@ -91,11 +96,17 @@ def original_tree(root: Path, sequences: Sequences) -> Path:
         frames_dir.mkdir(parents=True)
         labels_dir.mkdir(parents=True)
         for number, crop in enumerate([peak[0], peak[0], *peak], start=1):
-            cv2.imwrite(str(frames_dir / f"{subject}_{sequence}_{number:08d}.png"), full_frame(crop))
-        (labels_dir / f"{subject}_{sequence}_00000005_emotion.txt").write_text(f"   {CODE_OF[label]:.7e}\n")
+            cv2.imwrite(
+                str(frames_dir / f"{subject}_{sequence}_{number:08d}.png"), full_frame(crop)
+            )
+        (labels_dir / f"{subject}_{sequence}_00000005_emotion.txt").write_text(
+            f"   {CODE_OF[label]:.7e}\n"
+        )
     unlabelled = root / "cohn-kanade-images" / "S000" / "001"
     unlabelled.mkdir(parents=True)
-    cv2.imwrite(str(unlabelled / "S000_001_00000001.png"), full_frame(next(iter(sequences.values()))[1][0]))
+    cv2.imwrite(
+        str(unlabelled / "S000_001_00000001.png"), full_frame(next(iter(sequences.values()))[1][0])
+    )
     (root / "Emotion" / "S000" / "001").mkdir(parents=True)  # CK+ has label folders without a label
     return root
 
@@ -104,7 +115,9 @@ def original_tree(root: Path, sequences: Sequences) -> Path:
 def settings(tmp_path: Path, crops: Sequences) -> IngestSettings:
     fer_csv(tmp_path / "fer.csv", rows_for({"Training": 1, "PublicTest": 1, "PrivateTest": 1}))
     return IngestSettings(
-        fer2013=tmp_path / "fer.csv", ckplus=original_tree(tmp_path / "CK+", crops), out_dir=tmp_path / "interim"
+        fer2013=tmp_path / "fer.csv",
+        ckplus=original_tree(tmp_path / "CK+", crops),
+        out_dir=tmp_path / "interim",
     )
 
 
@@ -141,11 +154,21 @@ def test_splits_and_folds_are_by_subject(settings):
 
 def test_a_frame_without_a_face_is_named_or_center_cropped(settings, crops):
     (subject, sequence), _ = next(iter(crops.items()))
-    blank = settings.ckplus / "cohn-kanade-images" / subject / sequence / f"{subject}_{sequence}_00000004.png"
+    blank = (
+        settings.ckplus
+        / "cohn-kanade-images"
+        / subject
+        / sequence
+        / f"{subject}_{sequence}_00000004.png"
+    )
     cv2.imwrite(str(blank), np.full(FRAME_SHAPE, 128, np.uint8))
-    with pytest.raises(IngestError, match=rf"{blank.name}: no face found by OpenCV's frontal-face Haar cascade"):
+    with pytest.raises(
+        IngestError, match=rf"{blank.name}: no face found by OpenCV's frontal-face Haar cascade"
+    ):
         read_ckplus(settings.ckplus, settings)
-    data = read_ckplus(settings.ckplus, settings.model_copy(update={"ckplus_no_face": "center_crop"}))
+    data = read_ckplus(
+        settings.ckplus, settings.model_copy(update={"ckplus_no_face": "center_crop"})
+    )
     row = int(np.flatnonzero(data.manifest["id"] == f"ckplus-{blank.stem}")[0])
     assert (data.pixels[row] == 128).all()
 
@@ -153,26 +176,40 @@ def test_a_frame_without_a_face_is_named_or_center_cropped(settings, crops):
 def _no_frames(root: Path, subject: str, sequence: str) -> str:
     for png in (root / "cohn-kanade-images" / subject / sequence).glob("*.png"):
         png.unlink()
-    return rf"cohn-kanade-images/{subject}/{sequence}: sequence has no frames \(\*\.png\), yet {subject}_{sequence}_00000005_emotion\.txt labels it"
+    return (
+        rf"cohn-kanade-images/{subject}/{sequence}: sequence has no frames \(\*\.png\), "
+        rf"yet {subject}_{sequence}_00000005_emotion\.txt labels it"
+    )
 
 
 def _bad_code(root: Path, subject: str, sequence: str) -> str:
-    (root / "Emotion" / subject / sequence / f"{subject}_{sequence}_00000005_emotion.txt").write_text("   9.0000000e+00\n")
-    return rf"{subject}_{sequence}_00000005_emotion\.txt: emotion code '9\.0000000e\+00' is not a CK\+ code \(0 neutral, 1 angry"
+    (
+        root / "Emotion" / subject / sequence / f"{subject}_{sequence}_00000005_emotion.txt"
+    ).write_text("   9.0000000e+00\n")
+    return (
+        rf"{subject}_{sequence}_00000005_emotion\.txt: emotion code '9\.0000000e\+00' "
+        r"is not a CK\+ code \(0 neutral, 1 angry"
+    )
 
 
 def _not_a_number(root: Path, subject: str, sequence: str) -> str:
-    (root / "Emotion" / subject / sequence / f"{subject}_{sequence}_00000005_emotion.txt").write_text("happy\n")
+    (
+        root / "Emotion" / subject / sequence / f"{subject}_{sequence}_00000005_emotion.txt"
+    ).write_text("happy\n")
     return rf"{subject}_{sequence}_00000005_emotion\.txt: emotion code 'happy' is not a CK\+ code"
 
 
 def _two_label_files(root: Path, subject: str, sequence: str) -> str:
-    (root / "Emotion" / subject / sequence / f"{subject}_{sequence}_00000004_emotion.txt").write_text("1\n")
+    (
+        root / "Emotion" / subject / sequence / f"{subject}_{sequence}_00000004_emotion.txt"
+    ).write_text("1\n")
     return rf"Emotion/{subject}/{sequence}: 2 emotion files .*, expected one per sequence"
 
 
 def _corrupt_frame(root: Path, subject: str, sequence: str) -> str:
-    (root / "cohn-kanade-images" / subject / sequence / f"{subject}_{sequence}_00000005.png").write_bytes(b"\x89PNG\r\n")
+    (
+        root / "cohn-kanade-images" / subject / sequence / f"{subject}_{sequence}_00000005.png"
+    ).write_bytes(b"\x89PNG\r\n")
     return rf"{subject}_{sequence}_00000005\.png: cannot decode the image"
 
 
@@ -192,7 +229,9 @@ def test_bad_sequences_are_named_or_quarantined(settings, crops, damage):
     message = make(settings.ckplus, subject, sequence)
     with pytest.raises(IngestError, match=message):
         ingest(settings)
-    assert not settings.out_dir.exists() or not any(settings.out_dir.iterdir()), "nothing half-written"
+    assert not settings.out_dir.exists() or not any(settings.out_dir.iterdir()), (
+        "nothing half-written"
+    )
 
     outputs = ingest(settings.model_copy(update={"on_bad_record": "skip"}))
     (record,) = read_json(outputs.quarantine)["records"]
@@ -204,4 +243,3 @@ def test_original_layout_needs_its_emotion_folder(settings, tmp_path):
     (settings.ckplus / "Emotion").rename(tmp_path / "elsewhere")
     with pytest.raises(IngestError, match="holds cohn-kanade-images/ but no Emotion/ folder"):
         read_ckplus(settings.ckplus, settings)
-

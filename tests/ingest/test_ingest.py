@@ -14,16 +14,17 @@ from components.artifacts import read_json
 from components.ingest.bad_records import IngestError
 from components.ingest.ckplus48 import read_ckplus48
 from components.ingest.fer2013_csv import read_fer2013_csv
-from components.ingest.splits import split_counts
+from components.ingest.splits import split_counts, subject_folds
 from components.ingest.stage import ingest
 from components.manifest import read_dataset
 from components.settings import IngestSettings
-from components.ingest.splits import subject_folds
 
 GOOD_PIXELS = " ".join(["128"] * 2304)
 
 
-def fer_csv(path: Path, rows: list[tuple[str, str, str]], header: str = "emotion,pixels,Usage") -> Path:
+def fer_csv(
+    path: Path, rows: list[tuple[str, str, str]], header: str = "emotion,pixels,Usage"
+) -> Path:
     path.write_text(header + "\n" + "".join(f"{e},{p},{u}\n" for e, p, u in rows))
     return path
 
@@ -54,7 +55,10 @@ def ckplus_tree(root: Path, sequences: dict[tuple[str, int, int], str]) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> IngestSettings:
-    ck = ckplus_tree(tmp_path / "ck", {("S005", 1, 5): "happy", ("S006", 1, 5): "anger", ("S007", 2, 3): "sadness"})
+    ck = ckplus_tree(
+        tmp_path / "ck",
+        {("S005", 1, 5): "happy", ("S006", 1, 5): "anger", ("S007", 2, 3): "sadness"},
+    )
     return IngestSettings(fer2013=tmp_path / "fer.csv", ckplus=ck, out_dir=tmp_path / "interim")
 
 
@@ -73,13 +77,19 @@ def test_without_private_test_public_becomes_test_and_val_is_carved(settings):
     manifest = read_fer2013_csv(settings.fer2013, settings).manifest
     counts = manifest.groupby(["split", "label"]).size().unstack()
     assert set(counts.index) == {"train", "val", "test"}
-    assert (counts.loc["val"] == 2).all() and (counts.loc["train"] == 6).all() and (counts.loc["test"] == 2).all()
+    assert (
+        (counts.loc["val"] == 2).all()
+        and (counts.loc["train"] == 6).all()
+        and (counts.loc["test"] == 2).all()
+    )
     again = read_fer2013_csv(settings.fer2013, settings).manifest
     assert again["split"].tolist() == manifest["split"].tolist(), "the carve must be seeded"
 
 
 def test_gzip_csv_is_read(settings, tmp_path):
-    plain = fer_csv(tmp_path / "plain.csv", rows_for({"Training": 1, "PublicTest": 1, "PrivateTest": 1}))
+    plain = fer_csv(
+        tmp_path / "plain.csv", rows_for({"Training": 1, "PublicTest": 1, "PrivateTest": 1})
+    )
     gz = tmp_path / "fer.csv.gz"
     gz.write_bytes(gzip.compress(plain.read_bytes()))
     assert len(read_fer2013_csv(gz, settings).manifest) == 21
@@ -88,16 +98,45 @@ def test_gzip_csv_is_read(settings, tmp_path):
 @pytest.mark.parametrize(
     ("rows", "header", "message"),
     [
-        ([("0", " ".join(["1"] * 2303), "Training")], None, r"row 0 \(line 2\): 2303 pixels, expected 2304"),
-        ([("0", GOOD_PIXELS, "Training"), ("3", "12.5 " + " ".join(["1"] * 2303), "Training")], None,
-         r"row 1 \(line 3\): pixel '12.5' is not an integer"),
-        ([("0", GOOD_PIXELS, "Training"), ("0", GOOD_PIXELS, "Training"), ("9", GOOD_PIXELS, "Training")], None,
-         r"row 2 \(line 4\): emotion '9' is not a FER2013 code"),
-        ([("0", "300 " + " ".join(["1"] * 2303), "Training")], None, r"row 0 \(line 2\): pixel values must be 0..255"),
-        ([("0", GOOD_PIXELS, "Validation")], None, r"row 0 \(line 2\): Usage 'Validation' is not one of"),
+        (
+            [("0", " ".join(["1"] * 2303), "Training")],
+            None,
+            r"row 0 \(line 2\): 2303 pixels, expected 2304",
+        ),
+        (
+            [("0", GOOD_PIXELS, "Training"), ("3", "12.5 " + " ".join(["1"] * 2303), "Training")],
+            None,
+            r"row 1 \(line 3\): pixel '12.5' is not an integer",
+        ),
+        (
+            [
+                ("0", GOOD_PIXELS, "Training"),
+                ("0", GOOD_PIXELS, "Training"),
+                ("9", GOOD_PIXELS, "Training"),
+            ],
+            None,
+            r"row 2 \(line 4\): emotion '9' is not a FER2013 code",
+        ),
+        (
+            [("0", "300 " + " ".join(["1"] * 2303), "Training")],
+            None,
+            r"row 0 \(line 2\): pixel values must be 0..255",
+        ),
+        (
+            [("0", GOOD_PIXELS, "Validation")],
+            None,
+            r"row 0 \(line 2\): Usage 'Validation' is not one of",
+        ),
         ([("0", GOOD_PIXELS)], "emotion,pixels", r"missing column\(s\) Usage"),
     ],
-    ids=["2303-pixels", "non-integer", "label-9", "out-of-range", "unknown-usage", "no-usage-column"],
+    ids=[
+        "2303-pixels",
+        "non-integer",
+        "label-9",
+        "out-of-range",
+        "unknown-usage",
+        "no-usage-column",
+    ],
 )
 def test_bad_csv_names_file_and_row(settings, rows, header, message):
     if header:
@@ -124,7 +163,9 @@ def test_truncated_file_names_the_last_row(settings):
     fer_csv(settings.fer2013, rows_for({"Training": 1, "PublicTest": 1, "PrivateTest": 1}))
     text = settings.fer2013.read_text()
     settings.fer2013.write_text(text[: len(text) - 3000])
-    with pytest.raises(IngestError, match=r"row 20 \(line 22\): empty Usage \(is the file truncated\?\)"):
+    with pytest.raises(
+        IngestError, match=r"row 20 \(line 22\): empty Usage \(is the file truncated\?\)"
+    ):
         read_fer2013_csv(settings.fer2013, settings)
 
 
@@ -137,7 +178,9 @@ def test_bad_input_leaves_previous_outputs_whole(settings):
         ingest(settings)
     after = {p: p.read_bytes() for p in settings.out_dir.rglob("*") if p.is_file()}
     assert after == before
-    assert {p.name for p in settings.out_dir.iterdir()} == {"fer2013", "ckplus"}, "no temporary leftovers"
+    assert {p.name for p in settings.out_dir.iterdir()} == {"fer2013", "ckplus"}, (
+        "no temporary leftovers"
+    )
 
 
 def test_failed_first_ingest_writes_nothing(settings):
@@ -166,22 +209,40 @@ def test_ckplus_pixels_follow_the_manifest(settings):
     row = data.manifest.index[data.manifest["id"] == "ckplus-S006_001_00000002"]
     assert len(row) == 0, "middle frames are dropped"
     first = int(np.flatnonzero(data.manifest["id"] == "ckplus-S006_001_00000005")[0])
-    on_disk = cv2.imread(str(settings.ckplus / "anger" / "S006_001_00000005.png"), cv2.IMREAD_GRAYSCALE)
+    on_disk = cv2.imread(
+        str(settings.ckplus / "anger" / "S006_001_00000005.png"), cv2.IMREAD_GRAYSCALE
+    )
     np.testing.assert_array_equal(data.pixels[first], on_disk)
 
 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda root: (root / "boredom").mkdir() or cv2.imwrite(str(root / "boredom" / "S009_001_00000001.png"),
-                                                               np.zeros((48, 48), np.uint8)),
-         r"class folder 'boredom' is not in the CK\+48 label map"),
-        (lambda root: cv2.imwrite(str(root / "happy" / "S009_001_00000001.png"), np.zeros((40, 48), np.uint8)),
-         r"S009_001_00000001\.png: image is 48x40, expected 48x48"),
-        (lambda root: (root / "happy" / "S009_001_00000001.png").write_bytes(b"\x89PNG garbage"),
-         r"S009_001_00000001\.png: cannot decode"),
-        (lambda root: cv2.imwrite(str(root / "happy" / "face.png"), np.zeros((48, 48), np.uint8)),
-         r"face\.png: file name is not S<subject>"),
+        (
+            lambda root: (
+                (root / "boredom").mkdir()
+                or cv2.imwrite(
+                    str(root / "boredom" / "S009_001_00000001.png"), np.zeros((48, 48), np.uint8)
+                )
+            ),
+            r"class folder 'boredom' is not in the CK\+48 label map",
+        ),
+        (
+            lambda root: cv2.imwrite(
+                str(root / "happy" / "S009_001_00000001.png"), np.zeros((40, 48), np.uint8)
+            ),
+            r"S009_001_00000001\.png: image is 48x40, expected 48x48",
+        ),
+        (
+            lambda root: (root / "happy" / "S009_001_00000001.png").write_bytes(b"\x89PNG garbage"),
+            r"S009_001_00000001\.png: cannot decode",
+        ),
+        (
+            lambda root: cv2.imwrite(
+                str(root / "happy" / "face.png"), np.zeros((48, 48), np.uint8)
+            ),
+            r"face\.png: file name is not S<subject>",
+        ),
     ],
     ids=["unknown-class-folder", "wrong-size", "corrupt-png", "bad-name"],
 )
@@ -193,14 +254,30 @@ def test_bad_ckplus_images_are_named(settings, damage, message):
 
 @pytest.mark.realdata
 def test_real_fer2013_counts_match_its_readme(shared_data, tmp_path):
-    settings = IngestSettings(fer2013=shared_data / "fer2013" / "fer2013.csv.gz", ckplus=shared_data / "ckplus48")
+    settings = IngestSettings(
+        fer2013=shared_data / "fer2013" / "fer2013.csv.gz", ckplus=shared_data / "ckplus48"
+    )
     manifest = read_fer2013_csv(settings.fer2013, settings).manifest
     counts = manifest.groupby(["split", "label"]).size().unstack()
     training = (counts.loc["train"] + counts.loc["val"]).to_dict()
-    assert training == {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "sad": 4830,
-                        "surprise": 3171, "neutral": 4965}
-    assert counts.loc["test"].to_dict() == {"angry": 467, "disgust": 56, "fear": 496, "happy": 895, "sad": 653,
-                                            "surprise": 415, "neutral": 607}
+    assert training == {
+        "angry": 3995,
+        "disgust": 436,
+        "fear": 4097,
+        "happy": 7215,
+        "sad": 4830,
+        "surprise": 3171,
+        "neutral": 4965,
+    }
+    assert counts.loc["test"].to_dict() == {
+        "angry": 467,
+        "disgust": 56,
+        "fear": 496,
+        "happy": 895,
+        "sad": 653,
+        "surprise": 415,
+        "neutral": 607,
+    }
     assert 0.09 < counts.loc["val"].sum() / 28709 < 0.11
 
 
@@ -211,13 +288,24 @@ def test_real_ckplus48_counts_match_its_readme(shared_data):
     assert len(manifest) == 981
     assert manifest["subject"].nunique() == 118
     assert manifest.groupby(["subject", "sequence"]).ngroups == 327
-    assert manifest["label"].value_counts().to_dict() == {"surprise": 249, "happy": 207, "disgust": 177,
-                                                          "angry": 135, "sad": 84, "fear": 75, "contempt": 54}
+    assert manifest["label"].value_counts().to_dict() == {
+        "surprise": 249,
+        "happy": 207,
+        "disgust": 177,
+        "angry": 135,
+        "sad": 84,
+        "fear": 75,
+        "contempt": 54,
+    }
 
 
 @pytest.mark.parametrize(
     ("total", "expected"),
-    [(3, {"train": 1, "val": 1, "test": 1}), (118, {"train": 82, "val": 18, "test": 18}), (2, {"train": 2, "val": 0, "test": 0})],
+    [
+        (3, {"train": 1, "val": 1, "test": 1}),
+        (118, {"train": 82, "val": 18, "test": 18}),
+        (2, {"train": 2, "val": 0, "test": 0}),
+    ],
 )
 def test_subject_split_counts_cover_every_split_when_possible(total, expected):
     assert split_counts(total, {"train": 0.7, "val": 0.15, "test": 0.15}) == expected
@@ -246,7 +334,9 @@ def test_skip_quarantines_bad_rows_and_keeps_the_rest(settings):
     assert {r["file"] for r in report["records"]} == {str(settings.fer2013)}
     manifest = read_dataset(outputs.fer2013).manifest
     assert len(manifest) == 28 - 4
-    assert not {"fer2013-00003", "fer2013-00005", "fer2013-00007", "fer2013-00027"} & set(manifest["id"])
+    assert not {"fer2013-00003", "fer2013-00005", "fer2013-00007", "fer2013-00027"} & set(
+        manifest["id"]
+    )
 
 
 def test_an_error_run_removes_a_stale_quarantine_report(settings):
@@ -286,13 +376,18 @@ def test_real_ckplus48_ten_folds_by_subject(shared_data):
     assert sorted(manifest["fold"].unique()) == list(range(10))
     assert (manifest.groupby("subject")["fold"].nunique() == 1).all()
     per_fold = manifest.groupby("fold").agg(images=("id", "size"), subjects=("subject", "nunique"))
-    assert per_fold["images"].sum() == 981 and per_fold["images"].max() - per_fold["images"].min() <= 11
+    assert (
+        per_fold["images"].sum() == 981
+        and per_fold["images"].max() - per_fold["images"].min() <= 11
+    )
     assert per_fold["subjects"].min() >= 10
 
 
 def test_skip_quarantines_bad_ckplus48_images(settings):
     (settings.ckplus / "boredom").mkdir()
-    cv2.imwrite(str(settings.ckplus / "boredom" / "S009_001_00000001.png"), np.zeros((48, 48), np.uint8))
+    cv2.imwrite(
+        str(settings.ckplus / "boredom" / "S009_001_00000001.png"), np.zeros((48, 48), np.uint8)
+    )
     (settings.ckplus / "happy" / "S005_001_00000005.png").write_bytes(b"\x89PNG garbage")
     fer_csv(settings.fer2013, rows_for({"Training": 1, "PublicTest": 1, "PrivateTest": 1}))
     outputs = ingest(settings.model_copy(update={"on_bad_record": "skip"}))

@@ -24,7 +24,10 @@ from tests.conftest import TINY_OVERRIDES, write_params
 pytestmark = pytest.mark.slow
 NAME = "emoflow-fer7"
 KEY = "convnn-fer7"
-GATE = {"value_thresholds": {"fer2013.accuracy": 0.0}, "change_thresholds": {"fer2013.accuracy": 0.02}}
+GATE = {
+    "value_thresholds": {"fer2013.accuracy": 0.0},
+    "change_thresholds": {"fer2013.accuracy": 0.02},
+}
 
 
 def settings_for(project: Path, name: str = "params.yaml", **train) -> object:
@@ -78,30 +81,47 @@ def test_champion_refusal_promotion_and_rollback(client, project):
     first = candidate(epochs=6)
     assert first.passed and first.version == "1" and champion_version(client) == "1"
     report = json.loads(first.report.read_text())
-    assert report["note"].startswith("first model of this name") and report["champion_before"] is None
+    assert (
+        report["note"].startswith("first model of this name") and report["champion_before"] is None
+    )
 
     worse = candidate(epochs=1, learning_rate=1e-9, seed=11)
-    assert worse.value_passed and not worse.passed, "a weak model may be a challenger, never the champion"
+    assert worse.value_passed and not worse.passed, (
+        "a weak model may be a challenger, never the champion"
+    )
     assert champion_version(client) == "1"
-    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == worse.version == "2"
+    assert (
+        str(client.get_model_version_by_alias(NAME, "challenger").version) == worse.version == "2"
+    )
     refused = json.loads(worse.report.read_text())
     change = next(c for c in refused["checks"] if c["kind"] == "change")
     assert change["passed"] is False and refused["champion_before"] == "1"
     assert refused["champion_metrics"]["fer2013"]["accuracy"] == pytest.approx(
-        json.loads((project / f"reports/evaluation/{KEY}/metrics.json").read_text())["fer2013"]["accuracy"], abs=1
+        json.loads((project / f"reports/evaluation/{KEY}/metrics.json").read_text())["fer2013"][
+            "accuracy"
+        ],
+        abs=1,
     )
 
     better = candidate(epochs=30, seed=12)
     assert better.passed and better.version == "3" and champion_version(client) == "3"
     tags = client.get_model_version(NAME, "3").tags
-    assert tags["blessing"] == "passed" and tags["architecture"] == "convnn" and tags["emotion_set"] == "fer7"
+    assert (
+        tags["blessing"] == "passed"
+        and tags["architecture"] == "convnn"
+        and tags["emotion_set"] == "fer7"
+    )
     assert len(tags["data_hash"]) == 16 and len(tags["params_hash"]) == 16 and tags["git_commit"]
     assert client.get_model_version(NAME, "2").tags["blessing"] == "failed"
 
-    assert registry.rollback(client, NAME) == ("3", "1"), "v2 was never blessed, so rollback skips it"
+    assert registry.rollback(client, NAME) == ("3", "1"), (
+        "v2 was never blessed, so rollback skips it"
+    )
     assert champion_version(client) == "1"
     listed = {v.version: v.aliases for v in registry.versions(client, NAME)}
-    assert listed == {"1": ("champion",), "2": (), "3": ("challenger",)}, "what `emoflow registry` prints"
+    assert listed == {"1": ("champion",), "2": (), "3": ("challenger",)}, (
+        "what `emoflow registry` prints"
+    )
 
 
 def test_promoting_the_same_run_again_registers_nothing_new(client, project):
@@ -117,22 +137,41 @@ def test_two_processes_promoting_at_once_leave_one_consistent_champion(client, p
     for folder in ("models_a", "models_b"):
         shutil.copytree(project / "models", project / folder, dirs_exist_ok=True)
     # Both copies hold the same run: the race must still end in one version of it.
-    race = {"value_thresholds": {"fer2013.accuracy": 0.0}, "change_thresholds": {}, "model_name": "race-{emotion_set}"}
+    race = {
+        "value_thresholds": {"fer2013.accuracy": 0.0},
+        "change_thresholds": {},
+        "model_name": "race-{emotion_set}",
+    }
     commands = []
     for folder in ("models_a", "models_b"):
-        path = write_params(project, {**TINY_OVERRIDES, "train": {**TINY_OVERRIDES["train"], "out_dir": folder}, "promote": race})
+        path = write_params(
+            project,
+            {
+                **TINY_OVERRIDES,
+                "train": {**TINY_OVERRIDES["train"], "out_dir": folder},
+                "promote": race,
+            },
+        )
         commands.append(path.rename(project / f"{folder}.yaml"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     running = [
-        subprocess.Popen(["emoflow", "promote", "-p", str(p)], cwd=project, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            ["emoflow", "promote", "-p", str(p)],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for p in commands
     ]
     outputs = [p.communicate(timeout=300)[0] for p in running]
     assert all(p.returncode == 0 for p in running), outputs
     versions = client.search_model_versions("name = 'race-fer7'")
     assert len(versions) == 1, "one run, one version, however many promoters race"
-    assert str(client.get_model_version_by_alias("race-fer7", "champion").version) == str(versions[0].version)
+    assert str(client.get_model_version_by_alias("race-fer7", "champion").version) == str(
+        versions[0].version
+    )
 
 
 def test_unreachable_store_fails_clearly_without_registering(project, monkeypatch):
@@ -143,7 +182,9 @@ def test_unreachable_store_fails_clearly_without_registering(project, monkeypatc
     params = settings_for(project)
     params = params.model_copy(update={"promote": params.promote.model_copy(update={"retries": 1})})
     [cell] = params.train.grid()
-    with pytest.raises(RegistryError, match=r"MLflow store http://127.0.0.1:9: connecting failed after 2 tries"):
+    with pytest.raises(
+        RegistryError, match=r"MLflow store http://127.0.0.1:9: connecting failed after 2 tries"
+    ):
         stages.promote(params, cell)
 
 
@@ -152,7 +193,9 @@ def test_missing_candidate_is_a_clear_error(project, monkeypatch):
 
     monkeypatch.chdir(project)
     params = settings_for(project)
-    params = params.model_copy(update={"train": params.train.model_copy(update={"out_dir": Path("nowhere")})})
+    params = params.model_copy(
+        update={"train": params.train.model_copy(update={"out_dir": Path("nowhere")})}
+    )
     [cell] = params.train.grid()
     with pytest.raises(EvaluationError, match=r"nowhere/convnn-fer7: no trained candidate here"):
         stages.promote(params, cell)

@@ -29,7 +29,9 @@ def kaggle_tree(root: Path, per_class: dict[str, int]) -> Path:
             (root / split / name).mkdir(parents=True)
             for i in range(count):
                 suffix = "png" if split == "train" else "jpg"
-                cv2.imwrite(str(root / split / name / f"{split}_{c}{i:03d}.{suffix}"), image(c * 1000 + i))
+                cv2.imwrite(
+                    str(root / split / name / f"{split}_{c}{i:03d}.{suffix}"), image(c * 1000 + i)
+                )
     return root
 
 
@@ -37,7 +39,10 @@ def kaggle_tree(root: Path, per_class: dict[str, int]) -> Path:
 def settings(tmp_path: Path) -> IngestSettings:
     return IngestSettings(
         fer2013=kaggle_tree(tmp_path / "fer", {"train": 10, "test": 2}),
-        ckplus=ckplus_tree(tmp_path / "ck", {("S005", 1, 4): "happy", ("S006", 1, 4): "anger", ("S007", 1, 4): "fear"}),
+        ckplus=ckplus_tree(
+            tmp_path / "ck",
+            {("S005", 1, 4): "happy", ("S006", 1, 4): "anger", ("S007", 1, 4): "fear"},
+        ),
         out_dir=tmp_path / "interim",
         val_fraction=0.2,
     )
@@ -46,7 +51,11 @@ def settings(tmp_path: Path) -> IngestSettings:
 def test_train_is_carved_into_train_and_val_and_test_stays(settings):
     data = read_fer2013(settings.fer2013, settings)
     counts = data.manifest.groupby(["split", "label"]).size().unstack()
-    assert (counts.loc["train"] == 8).all() and (counts.loc["val"] == 2).all() and (counts.loc["test"] == 2).all()
+    assert (
+        (counts.loc["train"] == 8).all()
+        and (counts.loc["val"] == 2).all()
+        and (counts.loc["test"] == 2).all()
+    )
     assert set(counts.columns) == set(FER2013_FOLDERS)
     again = read_fer2013(settings.fer2013, settings).manifest
     assert again["split"].tolist() == data.manifest["split"].tolist(), "the carve must be seeded"
@@ -108,7 +117,10 @@ BAD_IMAGES = {
     "corrupt-png": (_corrupt_png, r"bad\.png: cannot decode the image"),
     "unreadable": (_unreadable, r"gone\.png: cannot decode the image \(\[Errno 2\]"),
     "wrong-size": (_wrong_size, r"big\.png: image is 48x64, expected 48x48"),
-    "unknown-class-folder": (_unknown_class, r"train/contempt: class folder 'contempt' is not in the FER2013 label map"),
+    "unknown-class-folder": (
+        _unknown_class,
+        r"train/contempt: class folder 'contempt' is not in the FER2013 label map",
+    ),
 }
 
 
@@ -134,4 +146,3 @@ def test_skip_quarantines_bad_images_and_keeps_the_rest(settings, damage):
     manifest = read_dataset(outputs.fer2013).manifest
     assert len(manifest) == 7 * 12, "every good image is kept"
     assert not manifest["source"].str.contains(name).any()
-

@@ -7,7 +7,10 @@ from components.judging.gate import NO_CHAMPION, Check, flatten_metrics, judge
 
 def metrics(accuracy=0.92, fear_recall=0.5, happy_recall=0.9, cross=0.4):
     return {
-        "fer2013": {"accuracy": accuracy, "per_class": {"fear": {"recall": fear_recall}, "happy": {"recall": happy_recall}}},
+        "fer2013": {
+            "accuracy": accuracy,
+            "per_class": {"fear": {"recall": fear_recall}, "happy": {"recall": happy_recall}},
+        },
         "ckplus": {"accuracy": cross},
     }
 
@@ -31,16 +34,66 @@ CHANGE = {"fer2013.accuracy": 0.02}
         (metrics(), None, VALUE, CHANGE, True, True, []),  # first model: change skipped
         (metrics(0.93), metrics(0.94), VALUE, CHANGE, True, True, []),  # drop within delta
         (metrics(0.93), metrics(0.95), VALUE, CHANGE, True, True, []),  # drop exactly delta
-        (metrics(0.91), metrics(0.95), VALUE, CHANGE, False, True, ["fer2013.accuracy"]),  # beyond delta
+        (
+            metrics(0.91),
+            metrics(0.95),
+            VALUE,
+            CHANGE,
+            False,
+            True,
+            ["fer2013.accuracy"],
+        ),  # beyond delta
         (metrics(0.97), metrics(0.95), VALUE, CHANGE, True, True, []),  # better
-        (metrics(0.85), metrics(0.80), VALUE, CHANGE, False, False, ["fer2013.accuracy"]),  # below the floor
-        (metrics(), None, {"fer2013.per_class.*.recall": 0.6}, {}, False, False, ["fer2013.per_class.fear.recall"]),
-        (metrics(), None, {"ckplus.accuracy": 0.3, "fer2013.macro_f1": 0.1}, {}, False, False, ["fer2013.macro_f1"]),
-        (metrics(), metrics(), {}, {"fer2013.macro_f1": 0.1}, False, True, ["fer2013.macro_f1"]),  # missing in both
+        (
+            metrics(0.85),
+            metrics(0.80),
+            VALUE,
+            CHANGE,
+            False,
+            False,
+            ["fer2013.accuracy"],
+        ),  # below the floor
+        (
+            metrics(),
+            None,
+            {"fer2013.per_class.*.recall": 0.6},
+            {},
+            False,
+            False,
+            ["fer2013.per_class.fear.recall"],
+        ),
+        (
+            metrics(),
+            None,
+            {"ckplus.accuracy": 0.3, "fer2013.macro_f1": 0.1},
+            {},
+            False,
+            False,
+            ["fer2013.macro_f1"],
+        ),
+        (
+            metrics(),
+            metrics(),
+            {},
+            {"fer2013.macro_f1": 0.1},
+            False,
+            True,
+            ["fer2013.macro_f1"],
+        ),  # missing in both
         (metrics(), metrics(), {}, {}, False, False, []),  # nothing configured: no blessing
     ],
-    ids=["first-run", "drop-within-delta", "drop-at-delta", "drop-beyond-delta", "better", "below-value-bound",
-         "one-class-below-floor", "missing-metric", "missing-change-metric", "no-thresholds"],
+    ids=[
+        "first-run",
+        "drop-within-delta",
+        "drop-at-delta",
+        "drop-beyond-delta",
+        "better",
+        "below-value-bound",
+        "one-class-below-floor",
+        "missing-metric",
+        "missing-change-metric",
+        "no-thresholds",
+    ],
 )
 def test_gate_semantics(candidate, champion, value, change, passed, value_passed, failing):
     verdict = judge(candidate, champion, value, change)
@@ -60,16 +113,25 @@ def test_every_check_records_value_bound_and_reason():
     value, change = verdict.checks
     assert value == Check("value", "fer2013.accuracy", 0.91, 0.9, True, "0.9100 >= 0.9")
     assert verdict.as_dict()["checks"][0] == {
-        "kind": "value", "metric": "fer2013.accuracy", "value": 0.91, "bound": 0.9, "passed": True,
+        "kind": "value",
+        "metric": "fer2013.accuracy",
+        "value": 0.91,
+        "bound": 0.9,
+        "passed": True,
         "reason": "0.9100 >= 0.9",
     }, "the blessing report holds each check as JSON"
-    assert change.kind == "change" and change.bound == pytest.approx(0.93) and change.passed is False
+    assert (
+        change.kind == "change" and change.bound == pytest.approx(0.93) and change.passed is False
+    )
     assert change.reason == "0.9100 < champion 0.9500 - 0.0200"
 
 
 def test_wildcard_checks_every_class():
     verdict = judge(metrics(), None, {"fer2013.per_class.*.recall": 0.4}, {})
-    assert sorted(c.metric for c in verdict.checks) == ["fer2013.per_class.fear.recall", "fer2013.per_class.happy.recall"]
+    assert sorted(c.metric for c in verdict.checks) == [
+        "fer2013.per_class.fear.recall",
+        "fer2013.per_class.happy.recall",
+    ]
 
 
 def test_missing_metric_says_so():
@@ -98,4 +160,7 @@ def test_a_model_no_threshold_applies_to_is_not_blessed():
 
 def test_a_wildcard_dataset_applies_to_every_scored_dataset():
     verdict = judge(metrics(cross=0.2), None, {"*.accuracy": 0.3}, {})
-    assert [(c.metric, c.passed) for c in verdict.checks] == [("ckplus.accuracy", False), ("fer2013.accuracy", True)]
+    assert [(c.metric, c.passed) for c in verdict.checks] == [
+        ("ckplus.accuracy", False),
+        ("fer2013.accuracy", True),
+    ]

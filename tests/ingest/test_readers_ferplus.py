@@ -11,8 +11,8 @@ from test_ingest import ckplus_tree, fer_csv, varied_pixels
 
 from components.artifacts import read_json
 from components.ingest.bad_records import IngestError
-from components.ingest.ferplus import VOTE_COLUMNS, majority_labels, vote_shares
 from components.ingest.fer2013_csv import read_fer2013_csv
+from components.ingest.ferplus import VOTE_COLUMNS, majority_labels, vote_shares
 from components.ingest.stage import ingest
 from components.labels import CANONICAL
 from components.manifest import read_dataset
@@ -50,7 +50,9 @@ def test_vote_shares_are_canonical_ordered_distributions():
 
 
 def write_votes(path: Path, rows: list[tuple[str, str, tuple[int, ...]]]) -> Path:
-    path.write_text(HEADER + "\n" + "".join(f"{u},{name},{','.join(map(str, v))}\n" for u, name, v in rows))
+    path.write_text(
+        HEADER + "\n" + "".join(f"{u},{name},{','.join(map(str, v))}\n" for u, name, v in rows)
+    )
     return path
 
 
@@ -63,7 +65,9 @@ def settings(tmp_path: Path) -> IngestSettings:
     rows = [(u, f"fer{i:07d}.png", v) for i, (u, (v, _)) in enumerate(zip(usages, cases))]
     rows[6] = ("Training", "", rows[6][2])  # FER+ dropped this image
     rows += [("PrivateTest", f"fer{i:07d}.png", RULE_CASES[2][0]) for i in (12, 13)]
-    ck = ckplus_tree(tmp_path / "ck", {("S005", 1, 4): "happy", ("S006", 1, 4): "anger", ("S007", 1, 4): "fear"})
+    ck = ckplus_tree(
+        tmp_path / "ck", {("S005", 1, 4): "happy", ("S006", 1, 4): "anger", ("S007", 1, 4): "fear"}
+    )
     return IngestSettings(
         fer2013=tmp_path / "fer.csv",
         ferplus=write_votes(tmp_path / "fer2013new.csv", rows),
@@ -76,9 +80,19 @@ def settings(tmp_path: Path) -> IngestSettings:
 def test_ferplus_labels_replace_the_csv_labels(settings):
     manifest = read_fer2013_csv(settings.fer2013, settings).manifest
     kept = {int(i.split("-")[1]): label for i, label in zip(manifest["id"], manifest["label"])}
-    assert kept == {1: "neutral", 2: "happy", 3: "surprise", 5: "neutral", 7: "surprise",
-                    9: "neutral", 10: "happy", 11: "surprise"}, "rows 0, 4, 8 lack a majority; 6 has no name"
-    assert set(manifest.loc[manifest["id"].isin(["fer2013-00009", "fer2013-00010"]), "split"]) == {"test"}
+    assert kept == {
+        1: "neutral",
+        2: "happy",
+        3: "surprise",
+        5: "neutral",
+        7: "surprise",
+        9: "neutral",
+        10: "happy",
+        11: "surprise",
+    }, "rows 0, 4, 8 lack a majority; 6 has no name"
+    assert set(manifest.loc[manifest["id"].isin(["fer2013-00009", "fer2013-00010"]), "split"]) == {
+        "test"
+    }
 
 
 def test_soft_labels_sidecar_is_row_aligned(settings):
@@ -106,8 +120,14 @@ def rewrite(settings: IngestSettings, edit) -> None:
     ("edit", "message"),
     [
         (lambda lines: lines[:-3], r"fer2013new\.csv: 11 rows, but .*fer\.csv has 12"),
-        (lambda lines: lines + [lines[1]], r"fer2013new\.csv: 15 rows, .*\(extra rows are allowed only for usages the csv lacks"),
-        (lambda lines: [lines[0]] + lines[2:], r"fer2013new\.csv: row 7 \(line 9\): Usage 'PublicTest', but .* says 'Training'"),
+        (
+            lambda lines: lines + [lines[1]],
+            r"fer2013new\.csv: 15 rows, .*\(extra rows are allowed only for usages the csv lacks",
+        ),
+        (
+            lambda lines: [lines[0]] + lines[2:],
+            r"fer2013new\.csv: row 7 \(line 9\): Usage 'PublicTest', but .* says 'Training'",
+        ),
         (lambda lines: [lines[0].replace("NF", "notface")] + lines[1:], r"missing column\(s\) NF"),
     ],
     ids=["too-few-rows", "extra-rows-of-a-csv-usage", "shifted-rows", "missing-column"],
@@ -119,25 +139,49 @@ def test_misaligned_votes_file_is_an_error(settings, edit, message):
 
 
 def test_bad_vote_names_file_and_row_or_is_quarantined(settings):
-    rewrite(settings, lambda lines: lines[:3] + [lines[3].replace(",0,0,0,0,0,", ",0,x,0,0,0,", 1)] + lines[4:])
-    with pytest.raises(IngestError, match=r"fer2013new\.csv: row 2 \(line 4\): \w+ vote 'x' is not a count"):
+    rewrite(
+        settings,
+        lambda lines: lines[:3] + [lines[3].replace(",0,0,0,0,0,", ",0,x,0,0,0,", 1)] + lines[4:],
+    )
+    with pytest.raises(
+        IngestError, match=r"fer2013new\.csv: row 2 \(line 4\): \w+ vote 'x' is not a count"
+    ):
         read_fer2013_csv(settings.fer2013, settings)
     outputs = ingest(settings.model_copy(update={"on_bad_record": "skip"}))
     report = read_json(outputs.quarantine)
-    assert [(Path(r["file"]).name, r["record"]) for r in report["records"]] == [("fer2013new.csv", "row 2 (line 4)")]
+    assert [(Path(r["file"]).name, r["record"]) for r in report["records"]] == [
+        ("fer2013new.csv", "row 2 (line 4)")
+    ]
     assert "fer2013-00002" not in set(read_dataset(outputs.fer2013).manifest["id"])
 
 
 @pytest.mark.realdata
 def test_real_ferplus_majority_counts(shared_data):
     settings = IngestSettings(
-        fer2013=shared_data / "fer2013" / "fer2013.csv.gz", ferplus=shared_data / "fer2013" / "fer2013new.csv"
+        fer2013=shared_data / "fer2013" / "fer2013.csv.gz",
+        ferplus=shared_data / "fer2013" / "fer2013new.csv",
     )
     manifest = read_fer2013_csv(settings.fer2013, settings).manifest
     counts = manifest.groupby(["split", "label"]).size().unstack(fill_value=0)
     training = (counts.loc["train"] + counts.loc["val"]).to_dict()
     # The Training counts the FER+ reference code prints in majority mode.
-    assert training == {"neutral": 8740, "happy": 7287, "surprise": 3149, "sad": 3014, "angry": 2100,
-                        "fear": 532, "disgust": 119, "contempt": 119}
-    assert counts.loc["test"].to_dict() == {"angry": 287, "contempt": 13, "disgust": 24, "fear": 62, "happy": 865,
-                                            "neutral": 1182, "sad": 351, "surprise": 415}
+    assert training == {
+        "neutral": 8740,
+        "happy": 7287,
+        "surprise": 3149,
+        "sad": 3014,
+        "angry": 2100,
+        "fear": 532,
+        "disgust": 119,
+        "contempt": 119,
+    }
+    assert counts.loc["test"].to_dict() == {
+        "angry": 287,
+        "contempt": 13,
+        "disgust": 24,
+        "fear": 62,
+        "happy": 865,
+        "neutral": 1182,
+        "sad": 351,
+        "surprise": 415,
+    }

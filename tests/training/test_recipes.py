@@ -1,8 +1,8 @@
 """Per-cell recipe files: what each DVC train stage depends on instead of the whole train block."""
 
 from components.artifacts import read_json
-from components.training.recipes import write_recipes
 from components.settings import Params
+from components.training.recipes import write_recipes
 
 
 def params(tmp_path, **train) -> Params:
@@ -12,12 +12,18 @@ def params(tmp_path, **train) -> Params:
 
 
 def test_each_cell_gets_its_recipe_with_its_architectures_overrides(tmp_path):
-    settings = params(tmp_path, emotion_sets={"pair": ["angry", "happy"]}, overrides={"modern": {"epochs": 7}})
+    settings = params(
+        tmp_path, emotion_sets={"pair": ["angry", "happy"]}, overrides={"modern": {"epochs": 7}}
+    )
     folder = write_recipes(settings.train, settings.augment, settings.serve)
     assert sorted(p.name for p in folder.iterdir()) == ["convnn-pair.json", "modern-pair.json"]
     convnn, modern = read_json(folder / "convnn-pair.json"), read_json(folder / "modern-pair.json")
     assert (convnn["train"]["epochs"], modern["train"]["epochs"]) == (40, 7)
-    assert modern["cell"] == {"architecture": "modern", "emotion_set": "pair", "emotions": ["angry", "happy"]}
+    assert modern["cell"] == {
+        "architecture": "modern",
+        "emotion_set": "pair",
+        "emotions": ["angry", "happy"],
+    }
     assert "overrides" not in modern["train"] and "emotion_sets" not in modern["train"]
 
 

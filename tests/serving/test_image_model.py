@@ -18,14 +18,14 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from components.serving.detection import HAAR_CASCADE, crop_faces
-from components.records.input_pipelines import scoring_batches
 from components.manifest import Dataset, describe_pixels
 from components.model_input import to_model_input
+from components.records.input_pipelines import scoring_batches
+from components.records.tfrecords import write_split
+from components.serving.detection import HAAR_CASCADE, crop_faces
 from components.serving.image_model import BOX_COLUMNS
 from components.settings import ServeSettings
 from flows.code_graph import PROJECT_ROOT
-from components.records.tfrecords import write_split
 from tests.consumers import (
     EMOTIONS,
     best_iou,
@@ -80,7 +80,10 @@ def test_a_registered_model_loads_and_predicts_with_only_the_code_it_ships(regis
     model_uri, uri = registered
     done = subprocess.run(
         [sys.executable, "-c", ISOLATED_LOAD, str(ROOT), uri, model_uri],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,6 +1,6 @@
 """The deployment and server configs parse and agree with the code and with each other.
 
-Nothing here starts a server or a container (tests/test_servers.py starts the local servers;
+Nothing here starts a server or a container (tests/e2e/test_servers.py starts the local servers;
 docker is not run at all): each test reads a config the way its tool would and checks a
 name, port or path it shares with another file.
 """

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from components.manifest import Dataset, describe_pixels
+from components.records.input_pipelines import scoring_batches, training_batches
+from components.records.tfrecords import write_split
 from components.serving.detection import FaceFinder, crop_faces, drop_nested, model_input
 from components.serving.image_input import ImageError, decode_image, to_gray
-from components.records.input_pipelines import scoring_batches, training_batches
-from components.manifest import Dataset, describe_pixels
 from components.settings import ServeSettings
-from components.records.tfrecords import write_split
 from tests.consumers import best_iou, canvas_with_faces, detectable_crops, face_crops, png
 
 SETTINGS = ServeSettings()
@@ -218,6 +218,9 @@ def test_training_and_serving_preprocessing_give_the_same_tensor(tmp_path):
     ).numpy()
     np.testing.assert_array_equal(served, scored)
     np.testing.assert_array_equal(served_large, scored)
+
     # training shuffles: compare as a set of images
-    order = lambda x: x[np.lexsort(x.reshape(len(x), -1).T)]
+    def order(x: np.ndarray) -> np.ndarray:
+        return x[np.lexsort(x.reshape(len(x), -1).T)]
+
     np.testing.assert_array_equal(order(trained), order(scored))

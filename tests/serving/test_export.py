@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from components.serving.export import ExportError, export, onnx_probabilities, tflite_probabilities
 from components.serving.detection import model_input
+from components.serving.export import ExportError, export, onnx_probabilities, tflite_probabilities
 from tests.consumers import EMOTIONS, face_crops, tiny_keras_model
 
 TOLERANCE = 1e-5

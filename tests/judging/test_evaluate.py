@@ -9,8 +9,8 @@ import pytest
 
 from components.judging.scores import EvaluationError, calibration, score_network
 from components.manifest import Dataset, describe_pixels
-from components.settings import EvaluateSettings
 from components.records.tfrecords import write_split
+from components.settings import EvaluateSettings
 
 
 def test_calibrated_predictions_have_zero_ece():
@@ -22,7 +22,9 @@ def test_calibrated_predictions_have_zero_ece():
 
 
 def test_overconfidence_is_the_gap():
-    ece, _ = calibration(np.array([0.95, 0.95, 0.55, 0.55]), np.array([True, False, True, False]), bins=10)
+    ece, _ = calibration(
+        np.array([0.95, 0.95, 0.55, 0.55]), np.array([True, False, True, False]), bins=10
+    )
     assert ece == pytest.approx(0.5 * 0.45 + 0.5 * 0.05)
 
 
@@ -31,19 +33,29 @@ def _left_vs_right() -> keras.Model:
     inputs = keras.Input((48, 48, 1))
     left = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, :24], axis=(1, 2, 3)))(inputs)
     right = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, 24:], axis=(1, 2, 3)))(inputs)
-    logits = keras.layers.Lambda(lambda t: keras.ops.stack([t[0], t[1]], axis=1) * 50)([left, right])
+    logits = keras.layers.Lambda(lambda t: keras.ops.stack([t[0], t[1]], axis=1) * 50)(
+        [left, right]
+    )
     return keras.Model(inputs, keras.layers.Softmax()(logits))
 
 
 @pytest.fixture
 def processed(tmp_path):
     """fer2013 test split: left-bright faces labelled angry; ckplus: right-bright happy."""
+
     def make(name: str, label: str, bright_left: bool, split: str):
         pixels = np.zeros((4, 48, 48), np.uint8)
         pixels[:, :, slice(0, 24) if bright_left else slice(24, 48)] = 200
-        manifest = pd.DataFrame({"id": [f"{name}-{i}" for i in range(4)], "label": label, "split": split})
+        manifest = pd.DataFrame(
+            {"id": [f"{name}-{i}" for i in range(4)], "label": label, "split": split}
+        )
         (tmp_path / name).mkdir()
-        write_split(Dataset(pd.concat([manifest, describe_pixels(pixels)], axis=1), pixels), split, tmp_path / name, 10)
+        write_split(
+            Dataset(pd.concat([manifest, describe_pixels(pixels)], axis=1), pixels),
+            split,
+            tmp_path / name,
+            10,
+        )
 
     make("fer2013", "angry", True, "test")
     make("ckplus", "happy", False, "train")
@@ -51,10 +63,14 @@ def processed(tmp_path):
 
 
 def test_scores_in_dataset_and_cross_dataset(processed):
-    scores = score_network(_left_vs_right(), ("angry", "happy"), processed, EvaluateSettings(cross_splits=["train"]))
+    scores = score_network(
+        _left_vs_right(), ("angry", "happy"), processed, EvaluateSettings(cross_splits=["train"])
+    )
     assert scores["fer2013"].metrics["accuracy"] == 1.0
     assert scores["ckplus"].metrics["accuracy"] == 1.0
-    assert list(scores["ckplus"].metrics["per_class"]) == ["happy"], "only classes present are scored"
+    assert list(scores["ckplus"].metrics["per_class"]) == ["happy"], (
+        "only classes present are scored"
+    )
     assert scores["fer2013"].matrix.tolist() == [[4, 0], [0, 0]]
 
 
@@ -64,11 +80,17 @@ def test_flip_tta_averages_a_face_with_its_mirror(processed):
     # The mirror of a left-bright face is right-bright: the average is a coin toss.
     curve = scores["fer2013"].reliability
     [filled] = [i for i, n in enumerate(curve["count"]) if n]
-    assert curve["count"][filled] == 4 and curve["confidence"][filled] == pytest.approx(0.5, abs=1e-3)
-    without = score_network(_left_vs_right(), ("angry", "happy"), processed, EvaluateSettings(cross_splits=["train"]))
+    assert curve["count"][filled] == 4 and curve["confidence"][filled] == pytest.approx(
+        0.5, abs=1e-3
+    )
+    without = score_network(
+        _left_vs_right(), ("angry", "happy"), processed, EvaluateSettings(cross_splits=["train"])
+    )
     assert without["fer2013"].reliability["confidence"][9] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_no_shared_class_is_a_clear_error(processed):
     with pytest.raises(EvaluationError, match="shares no class with the emotion set"):
-        score_network(_left_vs_right(), ("fear", "sad"), processed, EvaluateSettings(cross_splits=["train"]))
+        score_network(
+            _left_vs_right(), ("fear", "sad"), processed, EvaluateSettings(cross_splits=["train"])
+        )

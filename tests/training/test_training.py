@@ -22,15 +22,14 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from components.manifest import Dataset, describe_pixels
+from components.model_kinds import SEQUENCE_ARCHITECTURES, SEQUENCES_DIR
+from components.records.input_pipelines import balanced_class_weights, fitting_batches
+from components.records.sequences import frame_sequences, windows
+from components.records.tfrecords import read_sequences, write_sequences
+from components.settings import ParamsError, load_params
 from components.training import checkpoints
 from components.training.checkpoints import ResumableEarlyStopping, Resumed
-from components.records.input_pipelines import balanced_class_weights, fitting_batches
-from components.manifest import Dataset, describe_pixels
-from components.records.sequences import frame_sequences, windows
-from components.records.tfrecords import write_sequences
-from components.model_kinds import SEQUENCE_ARCHITECTURES, SEQUENCES_DIR
-from components.settings import ParamsError, load_params
-from components.records.tfrecords import read_sequences
 from flows import stages
 from tests.conftest import ROOT, TINY_OVERRIDES, write_params
 
@@ -353,7 +352,8 @@ def stalling_save(self, epochs_done):  # stall after the 2nd checkpoint: the tes
 checkpoints.Checkpoint._save = stalling_save
 params = load_params(sys.argv[1])
 [cell] = select_cells(params, "convnn", "ahs")
-train(params.preprocess.out_dir / params.train.dataset, cell, params.train, params.augment, params.mlflow)
+shards = params.preprocess.out_dir / params.train.dataset
+train(shards, cell, params.train, params.augment, params.mlflow)
 """
 
 

@@ -69,10 +69,14 @@ def file_drift(dvc_stages: dict[str, dict[str, list[str]]], project: Path) -> li
                 problems.append(f"{address}: reads {read}, which dvc.yaml does not list in deps")
         for out in outs:
             if not any(_inside(out, w) for w in writes):
-                problems.append(f"{address}: dvc.yaml declares out {out}, which the stage does not write")
+                problems.append(
+                    f"{address}: dvc.yaml declares out {out}, which the stage does not write"
+                )
         for write in writes:
             if not any(_inside(o, write) for o in outs):
-                problems.append(f"{address}: writes {write}, which dvc.yaml does not declare in outs")
+                problems.append(
+                    f"{address}: writes {write}, which dvc.yaml does not declare in outs"
+                )
     return problems
 
 
@@ -105,7 +109,9 @@ def test_dvc_code_deps_are_the_files_each_stage_imports(dvc_stages):
 def test_a_code_dep_left_out_of_dvc_yaml_is_reported(dvc_stages):
     evaluate = next(a for a in dvc_stages if a.startswith("evaluate@"))
     broken = {**dvc_stages, evaluate: dict(dvc_stages[evaluate])}
-    broken[evaluate]["deps"] = [d for d in broken[evaluate]["deps"] if d != "components/judging/scores.py"]
+    broken[evaluate]["deps"] = [
+        d for d in broken[evaluate]["deps"] if d != "components/judging/scores.py"
+    ]
     assert code_dep_drift(broken) == [
         f"{evaluate}: missing ['components/judging/scores.py'], not imported []"
     ]
@@ -123,4 +129,6 @@ def test_an_out_missing_from_dvc_yaml_is_reported(tmp_path):
     dvc_yaml["stages"]["preprocess"]["outs"] = dvc_yaml["stages"]["preprocess"]["outs"][:1]
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
     problems = file_drift(resolved_dvc_stages(tmp_path), tmp_path)
-    assert problems == ["preprocess: writes reports/augmentation_grid.png, which dvc.yaml does not declare in outs"]
+    assert problems == [
+        "preprocess: writes reports/augmentation_grid.png, which dvc.yaml does not declare in outs"
+    ]

@@ -286,13 +286,20 @@ def test_emoflow_reference_records_the_ingested_datasets(tmp_path: Path) -> None
 
     write(tmp_path, "fer2013", make_dataset("fer2013"))
     params = write_params(tmp_path, {"ingest": {"out_dir": str(tmp_path / "interim")}})
-    result = CliRunner().invoke(app, ["reference", str(tmp_path / "reference.json"), "--params", str(params)])
+    result = CliRunner().invoke(
+        app, ["reference", str(tmp_path / "reference.json"), "--params", str(params)]
+    )
     assert result.exit_code == 1, "a dataset not ingested is named"
-    assert "ckplus/manifest.parquet: no ingested dataset here; run emoflow ingest first" in result.output
+    assert (
+        "ckplus/manifest.parquet: no ingested dataset here; run emoflow ingest first"
+        in result.output
+    )
     assert not (tmp_path / "reference.json").exists()
 
     write(tmp_path, "ckplus", make_dataset("ckplus", subjects=True))
-    result = CliRunner().invoke(app, ["reference", str(tmp_path / "reference.json"), "--params", str(params)])
+    result = CliRunner().invoke(
+        app, ["reference", str(tmp_path / "reference.json"), "--params", str(params)]
+    )
     assert result.exit_code == 0, result.output
     assert set(read_json(tmp_path / "reference.json")["datasets"]) == {"fer2013", "ckplus"}
 

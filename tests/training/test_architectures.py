@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.training import architectures
 from components.model_kinds import SEQUENCE_ARCHITECTURES
 from components.settings import Architecture, TrainSettings
+from components.training import architectures
 from components.training.runtime import distribution_strategy, mixed_precision
 
 EMOTIONS = 4

@@ -15,10 +15,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
 
 from components.settings import Params
-from flows import caching, reports, training
-from flows import code_graph
-from flows.stages import STAGE_FILES, StageFiles, blocks
-from flows.stages import DATA_STAGES, MODEL_STAGES
+from flows import caching, code_graph, reports, training
+from flows.stages import DATA_STAGES, MODEL_STAGES, STAGE_FILES, StageFiles, blocks
 from tests.conftest import write_params
 
 CALLS: Counter[str] = Counter()
@@ -187,7 +185,11 @@ def test_a_stage_code_key_covers_the_components_it_imports_and_only_those(monkey
     for edited, touched in (
         ("components.training.train", {"train"}),
         ("components.judging.scores", {"evaluate", "promote"}),
-        ("components.model_kinds", {"recipes", "train", "evaluate", "promote"} | {"ingest", "validate", "preprocess", "sample"}),
+        (
+            "components.model_kinds",
+            {"recipes", "train", "evaluate", "promote"}
+            | {"ingest", "validate", "preprocess", "sample"},
+        ),
     ):
         monkeypatch.setattr(
             code_graph, "source", lambda m, e=edited: source(m) + ("\n# edited" if m == e else "")
@@ -209,11 +211,18 @@ def test_a_model_stage_key_holds_its_own_cell_not_the_whole_grid():
         assert files.settings(one, cell) == files.settings(two, cell)
         assert files.settings(two, two.train.grid()[1]) != files.settings(two, cell)
     tuned = Params.model_validate(
-        {"train": {"emotion_sets": {"fer7": ["angry", "happy"]}, "overrides": {"modern": {"epochs": 3}}}}
+        {
+            "train": {
+                "emotion_sets": {"fer7": ["angry", "happy"]},
+                "overrides": {"modern": {"epochs": 3}},
+            }
+        }
     )
     files = STAGE_FILES["train"]
     assert files.settings(tuned, cell) == files.settings(one, cell), "another architecture's recipe"
-    assert files.settings(one.model_copy(update={"train": one.train.model_copy(update={"epochs": 3})}), cell) != files.settings(one, cell)
+    assert files.settings(
+        one.model_copy(update={"train": one.train.model_copy(update={"epochs": 3})}), cell
+    ) != files.settings(one, cell)
 
 
 def test_files_digest_follows_content_and_place(tmp_path):

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from components.records.augment import augment_image
-from components.records.input_pipelines import scoring_batches, training_batches
 from components.manifest import Dataset, describe_pixels
 from components.model_input import to_model_input
-from components.settings import AugmentSettings
+from components.records.augment import augment_image
+from components.records.input_pipelines import scoring_batches, training_batches
 from components.records.tfrecords import read_examples, write_split
+from components.settings import AugmentSettings
 
 LABELS = ["angry", "happy", "neutral", "happy", "fear", "angry"]
 
@@ -21,7 +21,11 @@ LABELS = ["angry", "happy", "neutral", "happy", "fear", "angry"]
 def shards(tmp_path):
     pixels = np.random.default_rng(1).integers(0, 256, (len(LABELS), 48, 48), dtype=np.uint8)
     manifest = pd.DataFrame(
-        {"id": [f"img-{i}" for i in range(len(LABELS))], "label": LABELS, "split": ["train"] * 4 + ["test"] * 2}
+        {
+            "id": [f"img-{i}" for i in range(len(LABELS))],
+            "label": LABELS,
+            "split": ["train"] * 4 + ["test"] * 2,
+        }
     )
     dataset = Dataset(pd.concat([manifest, describe_pixels(pixels)], axis=1), pixels)
     written = write_split(dataset, "train", tmp_path, examples_per_shard=3)
@@ -31,9 +35,14 @@ def shards(tmp_path):
 
 def test_shards_round_trip_pixels_and_labels(shards):
     folder, pixels, written = shards
-    assert [p.name for p in written] == ["train-00000-of-00002.tfrecord.gz", "train-00001-of-00002.tfrecord.gz"]
+    assert [p.name for p in written] == [
+        "train-00000-of-00002.tfrecord.gz",
+        "train-00001-of-00002.tfrecord.gz",
+    ]
     emotions = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-    read = sorted(read_examples(folder, ["train", "test"], emotions).as_numpy_iterator(), key=lambda r: r[2])
+    read = sorted(
+        read_examples(folder, ["train", "test"], emotions).as_numpy_iterator(), key=lambda r: r[2]
+    )
     assert [ident.decode() for _, _, ident in read] == [f"img-{i}" for i in range(6)]
     assert [emotions[label] for _, label, _ in read] == LABELS
     np.testing.assert_array_equal(np.stack([image[..., 0] for image, _, _ in read]), pixels)
@@ -42,7 +51,11 @@ def test_shards_round_trip_pixels_and_labels(shards):
 def test_emotion_set_drops_other_classes_and_renumbers(shards):
     folder, _, _ = shards
     read = list(read_examples(folder, ["train"], ("happy", "angry")).as_numpy_iterator())
-    assert [(ident.decode(), int(label)) for _, label, ident in read] == [("img-0", 1), ("img-1", 0), ("img-3", 0)]
+    assert [(ident.decode(), int(label)) for _, label, ident in read] == [
+        ("img-0", 1),
+        ("img-1", 0),
+        ("img-3", 0),
+    ]
 
 
 def test_training_batches_are_reproducible_from_the_seed(shards):
@@ -50,7 +63,14 @@ def test_training_batches_are_reproducible_from_the_seed(shards):
     emotions = ("angry", "happy", "neutral")
 
     def first_epoch(seed: int) -> np.ndarray:
-        return np.concatenate([x for x, _ in training_batches(folder, emotions, 2, seed, AugmentSettings()).as_numpy_iterator()])
+        return np.concatenate(
+            [
+                x
+                for x, _ in training_batches(
+                    folder, emotions, 2, seed, AugmentSettings()
+                ).as_numpy_iterator()
+            ]
+        )
 
     np.testing.assert_array_equal(first_epoch(7), first_epoch(7))
     assert not np.array_equal(first_epoch(7), first_epoch(8))
@@ -72,14 +92,20 @@ def _face() -> tf.Tensor:
 
 
 def test_augmentation_without_amounts_is_identity():
-    none = AugmentSettings(flip=False, max_rotation_deg=0, max_zoom=0, max_brightness=0, contrast_range=(1, 1))
+    none = AugmentSettings(
+        flip=False, max_rotation_deg=0, max_zoom=0, max_brightness=0, contrast_range=(1, 1)
+    )
     out = augment_image(_face(), tf.constant([1, 2], tf.int64), none)
     np.testing.assert_allclose(out, _face(), atol=1e-5)
 
 
 def test_flip_mirrors_and_keeps_range():
-    flip_only = AugmentSettings(flip=True, max_rotation_deg=0, max_zoom=0, max_brightness=0, contrast_range=(1, 1))
-    outs = [augment_image(_face(), tf.constant([s, 0], tf.int64), flip_only).numpy() for s in range(8)]
+    flip_only = AugmentSettings(
+        flip=True, max_rotation_deg=0, max_zoom=0, max_brightness=0, contrast_range=(1, 1)
+    )
+    outs = [
+        augment_image(_face(), tf.constant([s, 0], tf.int64), flip_only).numpy() for s in range(8)
+    ]
     mirrored = _face().numpy()[:, ::-1]
     assert any(np.allclose(o, mirrored, atol=1e-5) for o in outs)
     assert any(np.allclose(o, _face(), atol=1e-5) for o in outs)

@@ -23,11 +23,17 @@ CELLS = ("convnn-fer7", "convnn-riot")
 
 def pipeline_in(folder: Path, flow_settings: dict) -> None:
     folder.mkdir()
-    overrides = {**TINY_OVERRIDES, "train": {**TINY_OVERRIDES["train"], **GRID}, "flow": {"cache": False, **flow_settings}}
+    overrides = {
+        **TINY_OVERRIDES,
+        "train": {**TINY_OVERRIDES["train"], **GRID},
+        "flow": {"cache": False, **flow_settings},
+    }
     write_params(folder, overrides)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run(["emoflow", "pipeline"], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        ["emoflow", "pipeline"], cwd=folder, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 
 
@@ -35,8 +41,12 @@ def test_grid_on_a_local_dask_cluster_matches_the_local_run(tmp_path):
     pipeline_in(tmp_path / "local", {"task_runner": "thread"})
     pipeline_in(tmp_path / "dask", {"task_runner": "dask", "dask_workers": 2})
     for cell in CELLS:
-        on_dask = json.loads((tmp_path / "dask" / f"reports/evaluation/{cell}/metrics.json").read_text())
-        here = json.loads((tmp_path / "local" / f"reports/evaluation/{cell}/metrics.json").read_text())
+        on_dask = json.loads(
+            (tmp_path / "dask" / f"reports/evaluation/{cell}/metrics.json").read_text()
+        )
+        here = json.loads(
+            (tmp_path / "local" / f"reports/evaluation/{cell}/metrics.json").read_text()
+        )
         assert on_dask == here, f"{cell}: the same seeded model, wherever it trains"
         blessing = json.loads((tmp_path / "dask" / f"reports/promotion/{cell}.json").read_text())
         assert blessing["passed"] is True

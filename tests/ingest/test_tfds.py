@@ -1,4 +1,4 @@
-"""The TFDS builders: built from small manual dirs through download_and_prepare, read back with tfds."""
+"""The TFDS builders: built from small manual dirs by download_and_prepare, read back by tfds."""
 
 from __future__ import annotations
 
@@ -13,14 +13,20 @@ from test_readers_ferplus import write_votes
 
 from components.ingest.ckplus48 import read_ckplus48
 from components.ingest.fer2013_csv import read_fer2013_csv
+from components.ingest.tfds_builders import CkPlus, Fer2013
 from components.labels import CANONICAL
 from components.settings import IngestSettings
-from components.ingest.tfds_builders import CkPlus, Fer2013
 
 
 def build(builder_class, manual: Path, data_dir: Path, config: str | None = None):
-    builder = builder_class(data_dir=str(data_dir), config=config) if config else builder_class(data_dir=str(data_dir))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    builder = (
+        builder_class(data_dir=str(data_dir), config=config)
+        if config
+        else builder_class(data_dir=str(data_dir))
+    )
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual))
+    )
     return builder
 
 
@@ -51,8 +57,17 @@ def test_fer2013_ferplus_config_takes_the_vote_labels(tmp_path):
     manual = tmp_path / "manual"
     manual.mkdir()
     fer_csv(manual / "fer2013.csv", rows_for({"Training": 1, "PublicTest": 1}, codes=[0, 3]))
-    votes = {"Training": (0, 10, 0, 0, 0, 0, 0, 0, 0, 0), "PublicTest": (0, 0, 0, 0, 3, 0, 0, 7, 0, 0)}
-    write_votes(manual / "fer2013new.csv", [(u, f"fer{i:07d}.png", votes[u]) for i, u in enumerate(["Training"] * 2 + ["PublicTest"] * 2)])
+    votes = {
+        "Training": (0, 10, 0, 0, 0, 0, 0, 0, 0, 0),
+        "PublicTest": (0, 0, 0, 0, 3, 0, 0, 7, 0, 0),
+    }
+    write_votes(
+        manual / "fer2013new.csv",
+        [
+            (u, f"fer{i:07d}.png", votes[u])
+            for i, u in enumerate(["Training"] * 2 + ["PublicTest"] * 2)
+        ],
+    )
     builder = build(Fer2013, manual, tmp_path / "tfds", config="ferplus")
     test = as_arrays(builder.as_dataset(split="test"))
     assert {CANONICAL[e["label"]] for e in test.values()} == {"contempt"}
@@ -62,7 +77,13 @@ def test_fer2013_ferplus_config_takes_the_vote_labels(tmp_path):
 def test_ck_plus_builds_from_ckplus48_and_reads_back(tmp_path):
     manual = ckplus_tree(
         tmp_path / "manual",
-        {(f"S{s:03d}", 1, 4): folder for s, folder in zip(range(5, 12), ["happy", "anger", "fear", "sadness", "surprise", "disgust", "contempt"])},
+        {
+            (f"S{s:03d}", 1, 4): folder
+            for s, folder in zip(
+                range(5, 12),
+                ["happy", "anger", "fear", "sadness", "surprise", "disgust", "contempt"],
+            )
+        },
     )
     expected = read_ckplus48(manual, IngestSettings(ckplus=manual))
     builder = build(CkPlus, manual, tmp_path / "tfds")
@@ -77,7 +98,9 @@ def test_ck_plus_builds_from_ckplus48_and_reads_back(tmp_path):
         example = read[record["id"]]
         np.testing.assert_array_equal(example["image"][..., 0], expected.pixels[row])
         assert CANONICAL[example["label"]] == record["label"]
-        assert example["fold"] == record["fold"] and example["subject"].decode() == record["subject"]
+        assert (
+            example["fold"] == record["fold"] and example["subject"].decode() == record["subject"]
+        )
 
 
 def test_an_empty_manual_dir_says_what_to_put_there(tmp_path):

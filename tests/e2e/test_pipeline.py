@@ -58,7 +58,9 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
     return result
 
 
@@ -107,15 +109,21 @@ def test_dvc_repro_registers_a_champion(dvc_project):
     assert str(champion.version) == "1" and champion.run_id == blessing["run_id"]
 
 
-def test_dvc_repro_gates_and_registers_the_sequence_network_on_its_own_data(dvc_project, monkeypatch):
+def test_dvc_repro_gates_and_registers_the_sequence_network_on_its_own_data(
+    dvc_project, monkeypatch
+):
     blessing = json.loads((dvc_project / f"reports/promotion/{SEQUENCE_KEY}.json").read_text())
     assert blessing["passed"] is True and blessing["model_name"] == SEQUENCE_MODEL_NAME
     assert [c["metric"] for c in blessing["checks"]] == ["ckplus_sequences.accuracy"]
     assert blessing["not_applicable"] == ["fer2013.accuracy"]
-    metrics = json.loads((dvc_project / f"reports/evaluation/{SEQUENCE_KEY}/metrics.json").read_text())
+    metrics = json.loads(
+        (dvc_project / f"reports/evaluation/{SEQUENCE_KEY}/metrics.json").read_text()
+    )
     windows = metrics["ckplus_sequences"]["count"]
     assert list(metrics) == ["ckplus_sequences"] and windows > 0
-    predictions = pd.read_csv(dvc_project / f"reports/predictions/{SEQUENCE_KEY}/ckplus_sequences.csv")
+    predictions = pd.read_csv(
+        dvc_project / f"reports/predictions/{SEQUENCE_KEY}/ckplus_sequences.csv"
+    )
     assert len(predictions) == windows
 
     monkeypatch.chdir(dvc_project)
@@ -150,20 +158,32 @@ def test_dvc_metrics_and_plots_show(dvc_project):
 
 def test_prefect_flow_produces_the_same_outputs_as_dvc(dvc_project, prefect_project):
     project, results = prefect_project
-    models = {f"{stage}/{key}" for stage in ("train", "evaluate", "promote") for key in (KEY, SEQUENCE_KEY)}
+    models = {
+        f"{stage}/{key}"
+        for stage in ("train", "evaluate", "promote")
+        for key in (KEY, SEQUENCE_KEY)
+    }
     assert set(results) == {"sample", "ingest", "validate", "preprocess", "recipes"} | models
     for dataset in ("fer2013", "ckplus"):
         a = pd.read_parquet(dvc_project / f"data/interim/{dataset}/manifest.parquet")
         b = pd.read_parquet(project / f"data/interim/{dataset}/manifest.parquet")
         pd.testing.assert_frame_equal(a, b)
-    shards = sorted(p.relative_to(dvc_project) for p in (dvc_project / "data/processed").rglob("*.tfrecord.gz"))
-    assert shards and shards == sorted(p.relative_to(project) for p in (project / "data/processed").rglob("*.tfrecord.gz"))
+    shards = sorted(
+        p.relative_to(dvc_project) for p in (dvc_project / "data/processed").rglob("*.tfrecord.gz")
+    )
+    assert shards and shards == sorted(
+        p.relative_to(project) for p in (project / "data/processed").rglob("*.tfrecord.gz")
+    )
     for shard in shards:
         assert (dvc_project / shard).read_bytes() == (project / shard).read_bytes(), shard
     for key in (KEY, SEQUENCE_KEY):
-        dvc_metrics = json.loads((dvc_project / f"reports/evaluation/{key}/metrics.json").read_text())
+        dvc_metrics = json.loads(
+            (dvc_project / f"reports/evaluation/{key}/metrics.json").read_text()
+        )
         flow_metrics = json.loads((project / f"reports/evaluation/{key}/metrics.json").read_text())
-        assert dvc_metrics == flow_metrics, f"{key}: seeded, deterministic training gives the same model"
+        assert dvc_metrics == flow_metrics, (
+            f"{key}: seeded, deterministic training gives the same model"
+        )
         assert json.loads((project / f"reports/promotion/{key}.json").read_text())["passed"] is True
 
 
@@ -173,7 +193,15 @@ def test_champion_loads_from_the_registry_and_predicts(dvc_project, monkeypatch)
         model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     faces = np.load(dvc_project / "data/interim/fer2013/pixels.npy")[:5]
     probabilities = model.predict(faces)
-    assert list(probabilities.columns) == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert list(probabilities.columns) == [
+        "angry",
+        "disgust",
+        "fear",
+        "happy",
+        "sad",
+        "surprise",
+        "neutral",
+    ]
     assert probabilities.shape == (5, 7)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
@@ -181,7 +209,9 @@ def test_champion_loads_from_the_registry_and_predicts(dvc_project, monkeypatch)
 
     from components.model_input import to_model_input
 
-    direct = keras.models.load_model(dvc_project / f"models/{KEY}/model.keras").predict(to_model_input(faces), verbose=0)
+    direct = keras.models.load_model(dvc_project / f"models/{KEY}/model.keras").predict(
+        to_model_input(faces), verbose=0
+    )
     np.testing.assert_allclose(probabilities.to_numpy(), direct, atol=1e-6)
 
 
@@ -193,7 +223,11 @@ def test_gate_refuses_a_model_below_threshold(prefect_project, monkeypatch):
     monkeypatch.chdir(project)
     champion_before = client_for(project).get_model_version_by_alias(MODEL_NAME, "champion")
     strict = write_params(
-        project, deep_merge(GRID, {"train": {"seed": 7}, "promote": {"value_thresholds": {"fer2013.accuracy": 1.01}}})
+        project,
+        deep_merge(
+            GRID,
+            {"train": {"seed": 7}, "promote": {"value_thresholds": {"fer2013.accuracy": 1.01}}},
+        ),
     )
     params = load_params(strict)
     [cell] = stages.select_cells(params, "convnn")
@@ -201,16 +235,22 @@ def test_gate_refuses_a_model_below_threshold(prefect_project, monkeypatch):
     stages.evaluate(params, cell)
     blessing = stages.promote(params, cell)
     assert blessing.passed is False and blessing.version is None
-    assert [c.metric for c in blessing.checks if c.kind == "value" and not c.passed] == ["fer2013.accuracy"]
+    assert [c.metric for c in blessing.checks if c.kind == "value" and not c.passed] == [
+        "fer2013.accuracy"
+    ]
     report = json.loads((project / f"reports/promotion/{KEY}.json").read_text())
     assert report["passed"] is False and "< 1.01" in report["checks"][0]["reason"]
     client = client_for(project)
-    assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == champion_before.version
+    assert (
+        client.get_model_version_by_alias(MODEL_NAME, "champion").version == champion_before.version
+    )
     assert len(client.search_model_versions(f"name = '{MODEL_NAME}'")) == 1
 
 
 def test_a_recipe_change_retrains_only_the_models_it_touches(dvc_project):
-    write_params(dvc_project, deep_merge(GRID, {"train": {"overrides": {"timedelay": {"epochs": 3}}}}))
+    write_params(
+        dvc_project, deep_merge(GRID, {"train": {"overrides": {"timedelay": {"epochs": 3}}}})
+    )
     try:
         run(["dvc", "repro", "recipes"], dvc_project)
         stale = json.loads(run(["dvc", "status", "--json"], dvc_project).stdout)
@@ -226,10 +266,14 @@ def test_metrics_diff_between_commits_shows_a_params_change(dvc_project):
     write_params(dvc_project, deep_merge(GRID, {"train": {"epochs": 4}}))
     run(["dvc", "repro"], dvc_project)
     commit(dvc_project, "more epochs")
-    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], dvc_project).stdout)
+    diff = json.loads(
+        run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], dvc_project).stdout
+    )
     changed = diff[f"reports/evaluation/{KEY}/metrics.json"]
     assert changed, "four epochs instead of two must move some metric"
     assert all(set(entry) >= {"old", "new"} for entry in changed.values())
-    params_diff = json.loads(run(["dvc", "params", "diff", "HEAD~1", "HEAD", "--json"], dvc_project).stdout)
+    params_diff = json.loads(
+        run(["dvc", "params", "diff", "HEAD~1", "HEAD", "--json"], dvc_project).stdout
+    )
     epochs = params_diff["params.yaml"]["train.epochs"]
     assert (epochs["old"], epochs["new"]) == (2, 4)
