@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
+import textwrap
 from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
@@ -54,9 +56,6 @@ def closure(roots: Iterable[str]) -> set[str]:
 
 def function_imports(function: Callable[..., object]) -> set[str]:
     """Project modules a function imports in its body (the stages import lazily)."""
-    import inspect
-    import textwrap
-
     return imports_of(ast.parse(textwrap.dedent(inspect.getsource(function))))
 
 
