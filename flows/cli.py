@@ -74,11 +74,22 @@ for _name, _stage in MODEL_STAGES.items():
 
 
 @app.command()
-def pipeline(params: Path = ParamsOption) -> None:
+def pipeline(
+    params: Path = ParamsOption,
+    profile: list[str] = typer.Option(  # noqa: B008
+        [], "--profile", help="Apply this entry of the profiles block (repeatable, in order)."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Folder of the real datasets for {data} (default ../shared/data)."
+    ),
+) -> None:
     """Run every stage as one Prefect flow run (the same functions DVC runs)."""
     from flows.training import run_pipeline
 
-    _guarded("pipeline", lambda: run_pipeline(str(params)))
+    _guarded("pipeline", lambda: load_params(params, profile, data))
+    _guarded(
+        "pipeline", lambda: run_pipeline(str(params), profile, None if data is None else str(data))
+    )
 
 
 @app.command()

@@ -127,18 +127,22 @@ def task_runner(settings: FlowSettings):
 # One model at a time unless the settings say otherwise (run_pipeline): TensorFlow already
 # spreads one model's training over every core.
 @flow(name="emoflow-training", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
-def training_flow(params_path: str = "params.yaml") -> dict[str, object]:
-    """Run every stage on the settings in ``params_path``; return each stage's result.
+def training_flow(
+    params_path: str = "params.yaml", profiles: list[str] | None = None, data: str | None = None
+) -> dict[str, object]:
+    """Run every stage on the settings in ``params_path``, with ``profiles`` of its profiles
+    block applied (``data``: their datasets' folder); return each stage's result.
 
     Results are keyed by stage (``ingest``) and, for model stages, cell (``train/convnn-fer7``).
     Relative paths in the settings are relative to the working directory, the project
     folder; a deployment of prefect.yaml runs in the folder it was deployed from.
     """
-    params = load_params(Path(params_path))
+    params = load_params(Path(params_path), profiles or [], data)
     steps = list(DATA_STAGES) + [
         _key(name, cell) for name in MODEL_STAGES for cell in params.train.grid()
     ]
-    outcome = reports.Outcome(steps, params_path, params.flow.cache)
+    described = " + ".join([params_path, *(f"profile {name}" for name in profiles or [])])
+    outcome = reports.Outcome(steps, described, params.flow.cache)
     results: dict[str, object] = {}
     try:
         for name, stage in DATA_STAGES.items():
@@ -184,7 +188,11 @@ def _key(name: str, cell: ModelCell | None) -> str:
     return name if cell is None else f"{name}/{cell.key}"
 
 
-def run_pipeline(params_path: str = "params.yaml") -> dict[str, object]:
+def run_pipeline(
+    params_path: str = "params.yaml", profiles: list[str] | None = None, data: str | None = None
+) -> dict[str, object]:
     """The flow on the task runner ``flow.task_runner`` names (deployments use threads)."""
-    settings = load_params(Path(params_path)).flow
-    return training_flow.with_options(task_runner=task_runner(settings))(params_path)
+    settings = load_params(Path(params_path), profiles or [], data).flow
+    return training_flow.with_options(task_runner=task_runner(settings))(
+        params_path, profiles, data
+    )

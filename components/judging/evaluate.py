@@ -15,6 +15,7 @@ import mlflow
 
 from components import mlflow_store, plots
 from components.artifacts import atomic_file, read_json, write_json
+from components.face_views import load_network
 from components.judging.gate import flatten_metrics
 from components.judging.scores import EvaluationError, Scores, score_network
 from components.judging.sequence_scores import score_sequences
@@ -130,7 +131,7 @@ def load_candidate(model_dir: Path) -> tuple[dict, keras.Model]:
             f"{model_dir}: no trained model here (run the train stage for it first)"
         )
     try:
-        network = keras.models.load_model(model_dir / MODEL_FILE, compile=False)
+        network = load_network(model_dir / MODEL_FILE)
     except (OSError, ValueError) as err:
         raise EvaluationError(f"{model_dir / MODEL_FILE}: cannot load the model: {err}") from None
     return read_json(model_dir / RUN_FILE), network

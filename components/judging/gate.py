@@ -1,6 +1,8 @@
 """The gate's verdict, with TFX Evaluator semantics, as a pure function of metrics.
 
-Value thresholds bound a metric from below. Change thresholds bound how far a candidate
+Value thresholds bound a metric from below (a number, or ``lower_bound``) or, for metrics
+where lower is better such as calibration error, from above (``upper_bound``), as TFX's
+``GenericValueThreshold`` does. Change thresholds bound how far a candidate
 may fall below the current champion, both scored on the same data in the same run; the
 first model of a name has no champion, so its change thresholds are skipped and the
 blessing says so. A threshold's first key part names a dataset; it applies to the models
@@ -16,6 +18,8 @@ import fnmatch
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from components.settings import Bounds, ValueThreshold
+
 NO_CHAMPION = "first model of this name: no champion to compare with, change thresholds skipped"
 
 
@@ -29,6 +33,7 @@ class Check:
     bound: float
     passed: bool
     reason: str
+    side: Literal["lower", "upper"] = "lower"  # which way ``bound`` bounds ``value``
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,8 @@ def _matching(pattern: str, flat: dict[str, float]) -> list[str]:
 
 
 def _on_datasets(
-    thresholds: dict[str, float], datasets: list[str]
-) -> tuple[dict[str, float], list[str]]:
+    thresholds: dict[str, ValueThreshold], datasets: list[str]
+) -> tuple[dict[str, ValueThreshold], list[str]]:
     """The thresholds whose dataset (first key part, ``*`` allowed) the candidate was scored
     on, and the keys of the others."""
 
@@ -101,10 +106,28 @@ def _check(
     return Check(kind, metric, value, bound, passed, reason)
 
 
+def _value_checks(metric: str, value: float | None, threshold: ValueThreshold) -> list[Check]:
+    """A number is a lower bound; ``Bounds`` may give a lower bound, an upper bound or both."""
+    bounds = threshold if isinstance(threshold, Bounds) else Bounds(lower_bound=threshold)
+    checks = []
+    if bounds.lower_bound is not None:
+        checks.append(_check(metric, value, bounds.lower_bound, "value"))
+    if bounds.upper_bound is not None:
+        bound = bounds.upper_bound
+        passed = value is not None and value <= bound
+        reason = (
+            "missing metric"
+            if value is None
+            else f"{value:.4f} {'<=' if passed else '>'} {bound} (upper bound)"
+        )
+        checks.append(Check("value", metric, value, bound, passed, reason, "upper"))
+    return checks
+
+
 def judge(
     candidate: dict,
     champion: dict | None,
-    value_thresholds: dict[str, float],
+    value_thresholds: dict[str, ValueThreshold],
     change_thresholds: dict[str, float],
 ) -> Verdict:
     """Every threshold's value, bound and verdict, and the overall verdicts."""
@@ -113,9 +136,10 @@ def judge(
     change_thresholds, change_aside = _on_datasets(change_thresholds, datasets)
     flat = flatten_metrics(candidate)
     value_checks = [
-        _check(key, flat.get(key), bound, "value")
-        for pattern, bound in sorted(value_thresholds.items())
+        check
+        for pattern, threshold in sorted(value_thresholds.items())
         for key in _matching(pattern, flat)
+        for check in _value_checks(key, flat.get(key), threshold)
     ]
     change_checks: list[Check] = []
     note = None

@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from components.errors import EmoFlowError
+from components.face_views import predict_views
 from components.records.input_pipelines import scoring_batches
 from components.settings import EvaluateSettings
 
@@ -58,10 +59,7 @@ def _score(
             f"{folder}: no images of the model's classes ({', '.join(emotions)}) in split(s) "
             f"{', '.join(splits)}: this dataset shares no class with the emotion set"
         )
-    probabilities = network.predict(faces, batch_size=settings.batch_size, verbose=0)
-    if settings.flip_tta:
-        mirrored = network.predict(faces[:, :, ::-1], batch_size=settings.batch_size, verbose=0)
-        probabilities = (probabilities + mirrored) / 2
+    probabilities = predict_views(network, faces, settings.tta, settings.batch_size)
     return scores_from(probabilities, truth, emotions, settings)
 
 

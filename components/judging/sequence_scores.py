@@ -23,7 +23,8 @@ from components.settings import EvaluateSettings
 def score_sequences(
     network: keras.Model, emotions: tuple[str, ...], shards: Path, settings: EvaluateSettings
 ) -> Scores:
-    """Scores on the ``in_split`` windows; ``flip_tta`` averages in every window mirrored."""
+    """Scores on the ``in_split`` windows; any ``tta`` averages in every window mirrored
+    (ten crops of each frame would cost ten passes of a network that sees whole windows)."""
     folder = shards / SEQUENCES_DIR
     time_delay = network.input_shape[1]
     batches = scoring_sequence_batches(
@@ -37,7 +38,7 @@ def score_sequences(
         )
     windows, truth = np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
     probabilities = network.predict(windows, batch_size=settings.batch_size, verbose=0)
-    if settings.flip_tta:
+    if settings.tta != "none":
         mirrored = network.predict(windows[..., ::-1, :], batch_size=settings.batch_size, verbose=0)
         probabilities = (probabilities + mirrored) / 2
     return scores_from(probabilities, truth, emotions, settings)

@@ -42,6 +42,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+from components.face_views import load_network
 from components.manifest import IMAGE_SIZE
 from components.model_input import INPUT_SHAPE
 from components.serving.detection import HAAR_CASCADE, FaceFinder, model_input
@@ -75,11 +76,10 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        import keras
 
         artifacts = context.artifacts
         self._setup(
-            keras.models.load_model(artifacts[KERAS_ARTIFACT], compile=False),
+            load_network(artifacts[KERAS_ARTIFACT]),
             json.loads(Path(artifacts[LABELS_ARTIFACT]).read_text()),
             ServeSettings.model_validate_json(Path(artifacts[SERVE_ARTIFACT]).read_text()),
             Path(artifacts[DETECTOR_ARTIFACT]),
@@ -90,10 +90,9 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
         cls, keras_path: Path, emotions: list[str], settings: ServeSettings
     ) -> EmotionClassifier:
         """The same classifier straight from a ``.keras`` file, without a registry."""
-        import keras
 
         model = cls()
-        model._setup(keras.models.load_model(keras_path, compile=False), emotions, settings, None)
+        model._setup(load_network(keras_path), emotions, settings, None)
         return model
 
     def _setup(

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
+from components.face_views import load_network
 from components.manifest import IMAGE_SIZE
 from components.model_input import to_model_input
 from components.serving.image_model import (
@@ -34,9 +35,8 @@ class SequenceClassifier(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper of a sequence network (``network``, ``emotions`` as in EmotionClassifier)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        import keras
 
-        self.network = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        self.network = load_network(context.artifacts[KERAS_ARTIFACT])
         self.emotions = json.loads(Path(context.artifacts[LABELS_ARTIFACT]).read_text())
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import keras
 
+from components.face_views import FaceCrop
 from components.model_input import INPUT_SHAPE
 from components.settings import ModernSettings, TrainSettings, TransferSettings
 
@@ -112,12 +113,13 @@ def modern_nn(num_classes: int, dense_units: int, settings: TrainSettings) -> ke
 
     Blocks of (3x3 conv, batch norm, ReLU) pairs, each block max-pooled and dropped out,
     then a batch-normed dense layer. Label smoothing, the schedule and mixup are training
-    settings (``train.overrides.modern`` in params.yaml); flip test-time augmentation is
-    ``evaluate.flip_tta``.
+    settings (``train.overrides.modern`` in params.yaml); test-time averaging is
+    ``evaluate.tta``. With ``modern.crop`` the blocks see random crops of the face in
+    training and its centre at inference.
     """
     modern: ModernSettings = settings.modern
     face = keras.Input(INPUT_SHAPE, name="face")
-    x = face
+    x = face if modern.crop is None else FaceCrop(modern.crop, name="crop")(face)
     for width in modern.widths:
         for _ in range(modern.convs_per_block):
             x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x)

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from components.artifacts import atomic_dir, read_json, write_json
+from components.face_views import load_network
 from components.model_files import MODEL_FILE
 
 CHECKPOINTS_DIR = ".checkpoints"  # under train.out_dir, beside (not inside) the DVC outputs
@@ -41,6 +42,7 @@ class Resumed:
     history: dict[str, list[float]]
     stopping: dict[str, float | int | None] | None  # ResumableEarlyStopping.state()
     best_weights: list[np.ndarray] | None
+    plateau: dict[str, float | int | None] | None = None  # ResumablePlateau.state()
 
 
 def latest(folder: Path, fingerprint: str) -> Resumed | None:
@@ -63,7 +65,7 @@ def latest(folder: Path, fingerprint: str) -> Resumed | None:
         if (newest / BEST_WEIGHTS_FILE).exists():
             with np.load(newest / BEST_WEIGHTS_FILE) as arrays:
                 best = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
-        network = keras.models.load_model(newest / MODEL_FILE)
+        network = load_network(newest / MODEL_FILE, compile=True)
     except (OSError, ValueError, KeyError, TypeError) as err:
         print(
             f"{newest}: cannot resume from it ({type(err).__name__}: {err}); training starts afresh"
@@ -77,6 +79,7 @@ def latest(folder: Path, fingerprint: str) -> Resumed | None:
         history=state["history"],
         stopping=state["stopping"],
         best_weights=best,
+        plateau=state.get("plateau"),
     )
 
 
@@ -109,11 +112,33 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         }
 
 
+class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
+    """Lowers the learning rate when val_accuracy stalls, and survives a restart.
+
+    The rate itself is optimizer state, saved with the checkpoint's model; what is kept here
+    is the callback's count of stalled epochs and the best accuracy so far.
+    """
+
+    def __init__(self, factor: float, patience: int, resumed: Resumed | None = None) -> None:
+        super().__init__(monitor="val_accuracy", mode="max", factor=factor, patience=patience)
+        self._resumed = resumed
+
+    def on_train_begin(self, logs=None) -> None:
+        super().on_train_begin(logs)
+        if self._resumed is not None and self._resumed.plateau is not None:
+            for name, value in self._resumed.plateau.items():
+                setattr(self, name, value)
+        self._resumed = None
+
+    def state(self) -> dict[str, float | int | None]:
+        return {"wait": int(self.wait), "best": float(self.best), "cooldown_counter": 0}
+
+
 class Checkpoint(keras.callbacks.Callback):
     """Keeps the run's history across restarts and, given a folder, checkpoints every epoch.
 
-    Put it after the early-stopping callback, so that each checkpoint holds that epoch's
-    early-stopping verdict.
+    Put it after the early-stopping and plateau callbacks, so that each checkpoint holds that
+    epoch's verdicts.
     """
 
     def __init__(
@@ -128,6 +153,7 @@ class Checkpoint(keras.callbacks.Callback):
         }
         self.phase = ""
         self.stopping: ResumableEarlyStopping | None = None
+        self.plateau: ResumablePlateau | None = None
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         for key, value in (logs or {}).items():
@@ -153,6 +179,7 @@ class Checkpoint(keras.callbacks.Callback):
                     "run_id": self.run_id,
                     "history": self.history,
                     "stopping": None if stopping is None else stopping.state(),
+                    "plateau": None if self.plateau is None else self.plateau.state(),
                 },
             )
         for older in self.folder.glob("epoch-*"):

@@ -47,8 +47,14 @@ from components.settings import (
     TrainSettings,
 )
 from components.training import architectures, checkpoints
-from components.training.checkpoints import Checkpoint, ResumableEarlyStopping, Resumed
+from components.training.checkpoints import (
+    Checkpoint,
+    ResumableEarlyStopping,
+    ResumablePlateau,
+    Resumed,
+)
 from components.training.runtime import distribution_strategy, mixed_precision, seed_everything
+from components.training.time_budget import TimeBudget
 
 
 @dataclass(frozen=True)
@@ -122,11 +128,13 @@ def train(
             checkpoint = Checkpoint(
                 work if recipe.checkpoints else None, fingerprint, run.info.run_id, resumed
             )
-            history = _fit(network, cell, recipe, data, resumed, checkpoint)
+            budget = TimeBudget(recipe.time_budget_minutes) if recipe.time_budget_minutes else None
+            history = _fit(network, cell, recipe, data, resumed, checkpoint, budget)
             outputs = _write_outputs(
                 network, history, cell, recipe, settings.out_dir / cell.key, run.info.run_id, serve
             )
-    checkpoints.discard(work)
+    if budget is None or not budget.exhausted:
+        checkpoints.discard(work)
     return TrainOutputs(*outputs, resumed_from=None if resumed is None else resumed.epoch)
 
 
@@ -176,10 +184,11 @@ def training_data(
 def learning_rate_schedule(
     kind: str, peak: float, total_steps: int
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """constant; cosine: from ``peak`` down to 0; one_cycle: a linear warm-up over the first
-    30 % of the steps from peak / 25 to ``peak``, then cosine down to 0 (Smith's one-cycle,
-    with cosine annealing). Built-in schedules only, so a checkpoint reloads without custom code."""
-    if kind == "constant":
+    """constant (and plateau, whose callback lowers the rate); cosine: from ``peak`` down to 0;
+    one_cycle: a linear warm-up over the first 30 % of the steps from peak / 25 to ``peak``,
+    then cosine down to 0 (Smith's one-cycle, with cosine annealing). Built-in schedules only,
+    so a checkpoint reloads without custom code."""
+    if kind in ("constant", "plateau"):
         return peak
     if kind == "cosine":
         return keras.optimizers.schedules.CosineDecay(peak, decay_steps=max(1, total_steps))
@@ -192,13 +201,20 @@ def learning_rate_schedule(
 def compile_network(
     network: keras.Model, settings: TrainSettings, learning_rate: float, total_steps: int
 ) -> None:
-    """Adam (AdamW with ``weight_decay``), cross-entropy on one-hot labels with label smoothing."""
+    """The recipe's optimizer; cross-entropy on one-hot labels with label smoothing.
+
+    adam: Adam, or AdamW with ``weight_decay``; sgd: SGD with Nesterov momentum 0.9 and
+    ``weight_decay``, which the best published from-scratch FER2013 recipe found 1.2 points
+    better than Adam.
+    """
     schedule = learning_rate_schedule(settings.lr_schedule, learning_rate, total_steps)
-    optimizer = (
-        keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay)
-        if settings.weight_decay > 0
-        else keras.optimizers.Adam(schedule)
-    )
+    decay = settings.weight_decay or None
+    if settings.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=decay)
+    elif decay:
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=decay)
+    else:
+        optimizer = keras.optimizers.Adam(schedule)
     network.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
@@ -223,21 +239,29 @@ def _fit(
     data: TrainingData,
     resumed: Resumed | None,
     checkpoint: Checkpoint,
+    budget: TimeBudget | None,
 ) -> dict[str, list[float]]:
     """Run the architecture's phases; a resumed run skips what its checkpoint had finished.
 
     Inside the phase it was written in, a checkpoint's network comes compiled, with its
     optimizer state, so training goes on as if never stopped. Epoch numbers run on across
-    phases; a phase cut short by early stopping ends with its best weights.
+    phases; a phase cut short by early stopping ends with its best weights. A spent ``budget``
+    ends the run after the epoch it ran out in.
     """
     done = resumed.epoch if resumed else 0
     end = 0
     for phase in architectures.phases(cell.architecture, settings):
         start, end = end, end + phase.epochs
         inside = resumed is not None and resumed.phase == phase.name and start < done
+        carried = resumed if inside else None
         stopping = (
-            ResumableEarlyStopping(settings.early_stopping_patience, resumed if inside else None)
+            ResumableEarlyStopping(settings.early_stopping_patience, carried)
             if settings.early_stopping_patience
+            else None
+        )
+        plateau = (
+            ResumablePlateau(settings.plateau_factor, settings.plateau_patience, carried)
+            if settings.lr_schedule == "plateau"
             else None
         )
         finished = done >= end or (inside and (resumed.stopping or {}).get("stopped_epoch", 0) > 0)
@@ -250,16 +274,20 @@ def _fit(
             compile_network(
                 network, settings, phase.learning_rate, phase.epochs * data.steps_per_epoch
             )
-        checkpoint.phase, checkpoint.stopping = phase.name, stopping
+        checkpoint.phase, checkpoint.stopping, checkpoint.plateau = phase.name, stopping, plateau
+        # Logged before checkpointed: a resumed run never lacks a finished epoch's metrics.
+        # The learning rate logged is the epoch's own, before the plateau callback lowers it.
+        callbacks = [stopping, MlflowEpochs(), plateau, checkpoint, budget]
         network.fit(
             data.train,
             validation_data=data.val,
             initial_epoch=max(done, start),
             epochs=end,
-            # Logged before checkpointed: a resumed run never lacks a finished epoch's metrics.
-            callbacks=[c for c in (stopping, MlflowEpochs(), checkpoint) if c is not None],
+            callbacks=[c for c in callbacks if c is not None],
             verbose=2,
         )
+        if budget is not None and budget.exhausted:
+            break
     return checkpoint.history
 
 
@@ -290,11 +318,13 @@ def _write_outputs(
 def _fingerprint(
     cell: ModelCell, settings: TrainSettings, augment: AugmentSettings, folder: Path
 ) -> str:
-    """What a checkpoint must share with a run to be resumed by it: cell, recipe, data."""
+    """What a checkpoint must share with a run to be resumed by it: cell, recipe, data.
+
+    The time budget is left out: a run that spent its budget goes on under a new one."""
     shards = [(Path(p).name, Path(p).stat().st_size) for p in shard_paths(folder, ["train", "val"])]
     payload = {
         "cell": cell.model_dump(mode="json"),
-        "train": settings.model_dump(mode="json", exclude=GRID_FIELDS),
+        "train": settings.model_dump(mode="json", exclude=GRID_FIELDS | {"time_budget_minutes"}),
         "augment": augment.model_dump(mode="json"),
         "shards": shards,
     }

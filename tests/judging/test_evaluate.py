@@ -75,7 +75,7 @@ def test_scores_in_dataset_and_cross_dataset(processed):
 
 
 def test_flip_tta_averages_a_face_with_its_mirror(processed):
-    settings = EvaluateSettings(cross_splits=["train"], flip_tta=True)
+    settings = EvaluateSettings(cross_splits=["train"], tta="flip")
     scores = score_network(_left_vs_right(), ("angry", "happy"), processed, settings)
     # The mirror of a left-bright face is right-bright: the average is a coin toss.
     curve = scores["fer2013"].reliability
