@@ -10,6 +10,8 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+# Prefect's temporary API server may need more than its default 20 s on a loaded machine.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 
 .PHONY: install run test test-fast lint format lock clean ui ui-stop deploy worker bench-video
 

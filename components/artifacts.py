@@ -58,6 +58,12 @@ def write_json(path: Path | str, payload: Any) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+def write_text(path: Path | str, text: str) -> None:
+    """Write ``text`` whole or not at all."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
 def read_json(path: Path | str) -> Any:
     """Read a JSON artifact written by :func:`write_json`."""
     return json.loads(Path(path).read_text())

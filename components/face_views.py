@@ -71,7 +71,7 @@ def view_margin(network: keras.Model) -> int:
     return DEFAULT_MARGIN
 
 
-def test_time_views(faces: np.ndarray, kind: TestTimeViews, margin: int) -> list[np.ndarray]:
+def tta_views(faces: np.ndarray, kind: TestTimeViews, margin: int) -> list[np.ndarray]:
     """The views of ``[N, 48, 48, 1]`` faces whose predictions are averaged.
 
     none: the faces; flip: and their mirror images; ten_crop: the centre and four corner
@@ -94,6 +94,6 @@ def predict_views(
     network: keras.Model, faces: np.ndarray, kind: TestTimeViews, batch_size: int
 ) -> np.ndarray:
     """Class probabilities of ``faces``, averaged over their test-time views."""
-    views = test_time_views(faces, kind, view_margin(network))
+    views = tta_views(faces, kind, view_margin(network))
     total = sum(network.predict(v, batch_size=batch_size, verbose=0) for v in views)
     return total / len(views)

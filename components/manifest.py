@@ -17,6 +17,7 @@ import pandas as pd
 
 from components import labels
 from components.artifacts import atomic_dir
+from components.provenance import write_provenance
 
 IMAGE_SIZE = 48
 COLUMNS: tuple[str, ...] = (
@@ -69,8 +70,8 @@ def describe_pixels(pixels: np.ndarray) -> pd.DataFrame:
     )
 
 
-def write_dataset(folder: Path | str, dataset: Dataset) -> None:
-    """Write manifest, pixels and soft labels together, atomically (all or none)."""
+def write_dataset(folder: Path | str, dataset: Dataset, provenance: dict | None = None) -> None:
+    """Write manifest, pixels, soft labels and the provenance record together, atomically."""
     manifest = dataset.manifest.assign(
         **{column: value for column, value in DEFAULTS.items() if column not in dataset.manifest}
     )
@@ -94,6 +95,8 @@ def write_dataset(folder: Path | str, dataset: Dataset) -> None:
         np.save(tmp / PIXELS, np.ascontiguousarray(dataset.pixels, dtype=np.uint8))
         if soft is not None:
             np.save(tmp / SOFT_LABELS, np.ascontiguousarray(soft, dtype=np.float32))
+        if provenance is not None:
+            write_provenance(tmp, provenance)
 
 
 def read_dataset(folder: Path | str, mmap: bool = True) -> Dataset:

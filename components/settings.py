@@ -384,8 +384,9 @@ class PromoteSettings(_Block):
     """The gate (TFX Evaluator semantics) and the registry.
 
     ``value_thresholds``: metric key -> lower bound, or ``{lower_bound, upper_bound}``
-    (``*`` matches any one key part, e.g. ``fer2013.per_class.*.recall``). ``change_thresholds``: metric key -> the most the
-    candidate may fall below the current champion, both scored on the same data.
+    (``*`` matches any one key part, e.g. ``fer2013.per_class.*.recall``).
+    ``change_thresholds``: metric key -> the most the candidate may fall below the current
+    champion, both scored on the same data.
     """
 
     model_name: str = "emoflow-{emotion_set}"
@@ -421,6 +422,8 @@ class ServeSettings(_Block):
     max_image_bytes: Annotated[int, Field(ge=1)] = 10 * 2**20  # per encoded image
     max_image_pixels: Annotated[int, Field(ge=1)] = 40_000_000  # per image, checked before decoding
     max_images: Annotated[int, Field(ge=1)] = 64  # per predict call (one REST request)
+    # Test-time views averaged per face (components.face_views); ten_crop costs 10 passes.
+    tta: TestTimeViews = "none"
 
     @model_validator(mode="after")
     def _yunet_needs_its_model(self) -> ServeSettings:

@@ -33,6 +33,12 @@ ArchitectureOption = typer.Option(
 EmotionSetOption = typer.Option(
     None, "--emotion-set", "-e", help="Only models of this emotion set."
 )
+ProfileOption = typer.Option(
+    [], "--profile", help="Apply this entry of the params profiles block (repeatable, in order)."
+)
+DataOption = typer.Option(
+    None, "--data", help="Folder of the real datasets, {data} in profiles (../shared/data)."
+)
 
 
 def _guarded(name: str, action: Callable[[], object]) -> object:
@@ -44,8 +50,12 @@ def _guarded(name: str, action: Callable[[], object]) -> object:
 
 
 def _register_data_stage(name: str, stage) -> None:
-    def command(params: Path = ParamsOption) -> None:
-        result = _guarded(name, lambda: stage(load_params(params)))
+    def command(
+        params: Path = ParamsOption,
+        profile: list[str] = ProfileOption,
+        data: Path | None = DataOption,
+    ) -> None:
+        result = _guarded(name, lambda: stage(load_params(params, profile, data)))
         typer.echo(f"emoflow {name}: done: {result}")
 
     app.command(name=name, help=(stage.__doc__ or "").strip())(command)
@@ -56,8 +66,10 @@ def _register_model_stage(name: str, stage) -> None:
         params: Path = ParamsOption,
         architecture: str | None = ArchitectureOption,
         emotion_set: str | None = EmotionSetOption,
+        profile: list[str] = ProfileOption,
+        data: Path | None = DataOption,
     ) -> None:
-        settings = _guarded(name, lambda: load_params(params))
+        settings = _guarded(name, lambda: load_params(params, profile, data))
         for cell in _guarded(name, lambda: select_cells(settings, architecture, emotion_set)):
             result = _guarded(name, lambda: stage(settings, cell))
             typer.echo(f"emoflow {name} {cell.key}: done: {result}")
@@ -76,20 +88,15 @@ for _name, _stage in MODEL_STAGES.items():
 @app.command()
 def pipeline(
     params: Path = ParamsOption,
-    profile: list[str] = typer.Option(  # noqa: B008
-        [], "--profile", help="Apply this entry of the profiles block (repeatable, in order)."
-    ),
-    data: Path | None = typer.Option(
-        None, "--data", help="Folder of the real datasets for {data} (default ../shared/data)."
-    ),
+    profile: list[str] = ProfileOption,
+    data: Path | None = DataOption,
 ) -> None:
     """Run every stage as one Prefect flow run (the same functions DVC runs)."""
     from flows.training import run_pipeline
 
-    _guarded("pipeline", lambda: load_params(params, profile, data))
-    _guarded(
-        "pipeline", lambda: run_pipeline(str(params), profile, None if data is None else str(data))
-    )
+    _guarded("pipeline", lambda: load_params(params, profile, data))  # fails fast, before Prefect
+    folder = None if data is None else str(data)
+    _guarded("pipeline", lambda: run_pipeline(str(params), profile, folder))
 
 
 @app.command()

@@ -160,6 +160,12 @@ def _training_settings(params: Params, cell: Cell) -> dict[str, Any]:
     }
 
 
+def _card(params: Params, cell: Cell) -> Path:
+    from components.judging.promote import card_path
+
+    return card_path(params.promote.out_dir, cell.key)
+
+
 def _recipes_folder(params: Params) -> Path:
     from components.training.recipes import RECIPES_DIR
 
@@ -220,7 +226,7 @@ STAGE_FILES: dict[str, StageFiles] = {
             p.preprocess.out_dir,
             p.evaluate.out_dir / c.key,
         ),
-        lambda p, c: (p.promote.out_dir / f"{c.key}.json",),
+        lambda p, c: (p.promote.out_dir / f"{c.key}.json", _card(p, c)),
         tracked=True,
         cached=False,
     ),

@@ -101,3 +101,35 @@ def test_faces_and_sequences_cannot_share_a_registered_model(tmp_path):
         "emoflow-convnn-fer7",
         "emoflow-timedelay-fer7",
     ]
+
+
+def test_the_real_data_profile_points_at_the_data_folder_and_calibrates_the_gate():
+    params = load_params(ROOT / "params.yaml", ["real-data"], "/data/fer")
+    assert params.ingest.fer2013 == Path("/data/fer/fer2013/fer2013.csv.gz")
+    assert params.ingest.ckplus == Path("/data/fer/ckplus48")
+    assert params.train.architectures == ["modern"]
+    assert params.evaluate.tta == "ten_crop"
+    thresholds = params.promote.value_thresholds
+    assert thresholds["fer2013.ece"].upper_bound == 0.1
+    assert thresholds["fer2013.accuracy"] == 0.62
+    # Untouched blocks keep the base values.
+    assert params.mlflow == load_params(ROOT / "params.yaml").mlflow
+
+
+def test_profiles_apply_in_order_and_nested_blocks_merge_key_by_key():
+    params = load_params(ROOT / "params.yaml", ["real-data", "gpu"])
+    recipe = params.train.recipe("modern")
+    assert recipe.modern.widths == (64, 128, 256, 512)
+    assert (recipe.lr_schedule, recipe.time_budget_minutes) == ("plateau", None)
+    assert params.ingest.fer2013 == Path("../shared/data/fer2013/fer2013.csv.gz")
+
+
+def test_an_unknown_profile_is_named_with_the_known_ones():
+    with pytest.raises(ParamsError, match=r"no profile realdata \(known: gpu, real-data\)"):
+        load_params(ROOT / "params.yaml", ["realdata"])
+
+
+def test_a_broken_profile_fails_every_load_with_its_name(tmp_path):
+    path = write_params(tmp_path, {"profiles": {"fast": {"train": {"epochs": 0}}}})
+    with pytest.raises(ParamsError, match=r"profile fast: invalid settings\n  train\.epochs"):
+        load_params(path)

@@ -21,6 +21,7 @@ from components.ingest.ckplus_original import is_original_layout, read_ckplus_or
 from components.ingest.fer2013_csv import read_fer2013_csv
 from components.ingest.fer2013_folders import read_fer2013_folders
 from components.manifest import Dataset, write_dataset
+from components.provenance import source_record
 from components.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ def ingest(settings: IngestSettings) -> IngestOutputs:
         settings.out_dir / "ckplus",
         report if quarantine.skip else None,
     )
-    write_dataset(outputs.fer2013, fer)
-    write_dataset(outputs.ckplus, ckplus)
+    write_dataset(outputs.fer2013, fer, source_record(settings.fer2013))
+    write_dataset(outputs.ckplus, ckplus, source_record(settings.ckplus))
     if quarantine.skip:
         quarantine.write(report)
         if quarantine.records:

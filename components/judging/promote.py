@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 
 from components import mlflow_store
-from components.artifacts import read_json, write_json
+from components.artifacts import read_json, write_json, write_text
 from components.judging import registry
 from components.judging.evaluate import (
     METRICS_FILE,
@@ -28,7 +28,10 @@ from components.judging.evaluate import (
     scored_folders,
 )
 from components.judging.gate import Check, Verdict, judge
+from components.judging.model_card import CARD_FILE, TrainingData, model_card
 from components.model_files import RUN_FILE
+from components.model_kinds import SEQUENCES_DIR
+from components.provenance import TRAINING_DATA_TAG, read_provenance
 from components.records.tfrecords import shard_paths
 from components.settings import EvaluateSettings, MlflowSettings, ModelCell, PromoteSettings
 
@@ -75,13 +78,20 @@ def promote(
         metrics, champion_metrics, settings.value_thresholds, settings.change_thresholds
     )
     version = None
+    trained_on = training_data(run["run_id"])
     if verdict.value_passed:
         tags = _version_tags(
             cell, run, scored_folders(cell, processed, sequence_dataset, evaluate_settings), verdict
         )
+        tags[TRAINING_DATA_TAG] = trained_on.kind
         version = retry(
             lambda: registry.register_once(client, name, run["run_id"], run["model_uri"], tags),
             f"registering {name}",
+        )
+        card = model_card(name, version, cell, run["run_id"], trained_on, metrics, verdict)
+        retry(
+            lambda: client.update_model_version(name, version, description=card),
+            "writing the model card",
         )
         retry(
             lambda: client.set_registered_model_alias(name, registry.CHALLENGER, version),
@@ -92,6 +102,9 @@ def promote(
                 lambda: client.set_registered_model_alias(name, registry.CHAMPION, version),
                 "moving the champion alias",
             )
+    if version is None:  # refused: the card of the candidate, for the reports
+        card = model_card(name, None, cell, run["run_id"], trained_on, metrics, verdict)
+    write_text(card_path(settings.out_dir, model_dir.name), card)
     report = settings.out_dir / f"{model_dir.name}.json"
     blessing = {
         **verdict.as_dict(),
@@ -104,6 +117,7 @@ def promote(
     write_json(report, blessing)
     with mlflow.start_run(run_id=run["run_id"]):
         mlflow.log_dict(blessing, "promotion/blessing.json")
+        mlflow.log_text(card, CARD_FILE)
         mlflow.set_tag(registry.BLESSING_TAG, "passed" if verdict.passed else "failed")
     return Blessing(verdict.passed, verdict.value_passed, verdict.checks, name, version, report)
 
@@ -138,6 +152,26 @@ def _version_tags(
     }
 
 
+def card_path(out_dir: Path, key: str) -> Path:
+    """Where promote leaves a candidate's model card beside its blessing."""
+    return out_dir / f"{key}.{CARD_FILE}"
+
+
+def training_data(run_id: str) -> TrainingData:
+    """The training data of a run, from the records folder its ``data.folder`` param names."""
+    folder = Path(mlflow.get_run(run_id).data.params.get("data.folder", "unknown"))
+    dataset = folder.parent if folder.name == SEQUENCES_DIR else folder
+    record = read_provenance(dataset)
+    shards = shard_paths(folder, ["train", "val"]) if folder.is_dir() else []
+    return TrainingData(
+        dataset=f"{dataset.name} ({folder.name})" if dataset != folder else dataset.name,
+        source=record["source"],
+        kind=record["kind"],
+        content_hash=_files_hash(shards) if shards else "unknown",
+        rows=record.get("rows", {}),
+    )
+
+
 def _params_hash(run_id: str) -> str:
     """Hash of the training run's logged settings: equal hashes, equal recipes."""
     params = mlflow.get_run(run_id).data.params
@@ -146,10 +180,15 @@ def _params_hash(run_id: str) -> str:
 
 def _data_hash(folders: list[Path]) -> str:
     """Hash of the evaluation records, so two versions can be compared on the same data."""
+    return _files_hash(
+        [shard for folder in folders for shard in shard_paths(folder, ["train", "val", "test"])]
+    )
+
+
+def _files_hash(paths: list) -> str:
     digest = hashlib.sha256()
-    for folder in folders:
-        for shard in shard_paths(folder, ["train", "val", "test"]):
-            digest.update(Path(shard).read_bytes())
+    for path in paths:
+        digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -22,6 +22,7 @@ from components import plots
 from components.artifacts import atomic_dir
 from components.manifest import read_dataset
 from components.model_input import to_model_input
+from components.provenance import read_provenance, write_provenance
 from components.records.augment import augment_image
 from components.records.tfrecords import write_sequences, write_split
 from components.settings import AugmentSettings, PreprocessSettings
@@ -48,6 +49,10 @@ def preprocess(
             for split in sorted(dataset.manifest["split"].unique()):
                 write_split(dataset, split, tmp, settings.examples_per_shard)
             write_sequences(dataset, tmp, settings.examples_per_shard)
+            rows = dataset.manifest["split"].value_counts().sort_index()
+            write_provenance(
+                tmp, {**read_provenance(folder), "rows": {k: int(v) for k, v in rows.items()}}
+            )
         shards[name] = target
     first = read_dataset(next(iter(interim.values())))
     grid = augmentation_grid(

@@ -24,6 +24,7 @@ import numpy as np
 from components import labels
 from components.artifacts import atomic_dir
 from components.manifest import IMAGE_SIZE
+from components.provenance import mark_sample
 from components.settings import SampleSettings
 
 FER2013_CSV = "fer2013.csv"
@@ -232,6 +233,7 @@ def generate_sample(settings: SampleSettings) -> SampleFiles:
     with atomic_dir(settings.out_dir) as tmp:
         _write_fer2013(tmp / FER2013_CSV, settings)
         _write_ckplus48(tmp / CKPLUS48_DIR, settings)
+        mark_sample(tmp, settings.seed)
     return SampleFiles(settings.out_dir / FER2013_CSV, settings.out_dir / CKPLUS48_DIR)
 
 

@@ -42,9 +42,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from components.face_views import load_network
+from components.face_views import load_network, tta_views, view_margin
 from components.manifest import IMAGE_SIZE
 from components.model_input import INPUT_SHAPE
+from components.provenance import warn_if_synthetic
 from components.serving.detection import HAAR_CASCADE, FaceFinder, model_input
 from components.serving.image_input import (
     CHANNEL_ORDERS,
@@ -59,6 +60,7 @@ KERAS_ARTIFACT = "keras_model"
 LABELS_ARTIFACT = "emotions"
 SERVE_ARTIFACT = "serve_settings"
 DETECTOR_ARTIFACT = "face_detector"
+TRAINING_DATA_ARTIFACT = "training_data"  # components.provenance's record of the train set
 SERVING_DIR = Path(__file__).resolve().parent
 COMPONENTS_DIR = SERVING_DIR.parent
 IMAGE_COLUMN = "image"
@@ -76,7 +78,6 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-
         artifacts = context.artifacts
         self._setup(
             load_network(artifacts[KERAS_ARTIFACT]),
@@ -84,6 +85,7 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
             ServeSettings.model_validate_json(Path(artifacts[SERVE_ARTIFACT]).read_text()),
             Path(artifacts[DETECTOR_ARTIFACT]),
         )
+        self.training_data = training_data(artifacts)
 
     @classmethod
     def from_keras(
@@ -93,6 +95,7 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
 
         model = cls()
         model._setup(load_network(keras_path), emotions, settings, None)
+        model.training_data = None
         return model
 
     def _setup(
@@ -103,6 +106,8 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
         self.settings = settings
         self.detector_file = detector_file  # None: the serve settings' file or OpenCV's
         self.finder = FaceFinder(settings, detector_file)
+        self._margin = view_margin(network)
+        self._warned = False
         # One trace for every batch size; Keras' predict() costs ~50 ms per call in overhead.
         self._forward = tf.function(
             lambda x: network(x, training=False),
@@ -120,10 +125,15 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
             raise MlflowException.invalid_parameter_value(str(err)) from None
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
-        """uint8 [K, 48, 48] face crops -> float32 [K, emotions]."""
+        """uint8 [K, 48, 48] face crops -> float32 [K, emotions], averaged over the test-time
+        views of ``serve.tta``. The first call of a model trained on the sample warns."""
+        if not self._warned:
+            self._warned = True
+            warn_if_synthetic(self.training_data)
         if not len(crops):
             return np.zeros((0, len(self.emotions)), np.float32)
-        return self._forward(model_input(crops)).numpy()
+        views = tta_views(model_input(crops).numpy(), self.settings.tta, self._margin)
+        return sum(self._forward(view).numpy() for view in views) / len(views)
 
     def table(self, images: list[np.ndarray], mode: str) -> pd.DataFrame:
         """Grayscale images -> one row per face (all faces through the network at once)."""
@@ -245,12 +255,17 @@ def signature(emotions: tuple[str, ...] | list[str]) -> ModelSignature:
 
 
 def log_registry_model(
-    keras_path: Path, emotions: tuple[str, ...], work_dir: Path, serve: ServeSettings | None = None
+    keras_path: Path,
+    emotions: tuple[str, ...],
+    work_dir: Path,
+    serve: ServeSettings | None = None,
+    data: dict | None = None,
 ) -> str:
     """Log the pyfunc model in the active run; return its model URI.
 
-    The face detector file (OpenCV's cascade unless ``serve.detector_model`` names one) and
-    the serve settings travel as artifacts, so the model detects the same way anywhere.
+    The face detector file (OpenCV's cascade unless ``serve.detector_model`` names one), the
+    serve settings and the training data's provenance record (``data``) travel as artifacts,
+    so the model detects the same way anywhere and knows whether it learnt from real faces.
     """
     serve = serve or ServeSettings()
     labels_path = work_dir / "emotions.json"
@@ -266,12 +281,28 @@ def log_registry_model(
                 LABELS_ARTIFACT: str(labels_path),
                 SERVE_ARTIFACT: str(serve_path),
                 DETECTOR_ARTIFACT: str(serve.detector_model or HAAR_CASCADE),
+                **training_data_artifact(data, work_dir),
             },
             code_paths=[str(served_code(Path(scratch)))],
             signature=signature(emotions),
             pip_requirements=pip_requirements(),
         )
     return info.model_uri
+
+
+def training_data_artifact(data: dict | None, work_dir: Path) -> dict[str, str]:
+    """The artifacts entry of the training data's record, when there is one."""
+    if data is None:
+        return {}
+    path = work_dir / "training_data.json"
+    path.write_text(json.dumps(data, indent=2))
+    return {TRAINING_DATA_ARTIFACT: str(path)}
+
+
+def training_data(artifacts: dict[str, str]) -> dict | None:
+    """A loaded model's training-data record; None for a model logged before records."""
+    path = artifacts.get(TRAINING_DATA_ARTIFACT)
+    return json.loads(Path(path).read_text()) if path else None
 
 
 def served_code(scratch: Path) -> Path:

@@ -23,11 +23,14 @@ from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from components.face_views import load_network
 from components.manifest import IMAGE_SIZE
 from components.model_input import to_model_input
+from components.provenance import warn_if_synthetic
 from components.serving.image_model import (
     KERAS_ARTIFACT,
     LABELS_ARTIFACT,
     pip_requirements,
     served_code,
+    training_data,
+    training_data_artifact,
 )
 
 
@@ -35,11 +38,15 @@ class SequenceClassifier(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper of a sequence network (``network``, ``emotions`` as in EmotionClassifier)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-
         self.network = load_network(context.artifacts[KERAS_ARTIFACT])
         self.emotions = json.loads(Path(context.artifacts[LABELS_ARTIFACT]).read_text())
+        self.training_data = training_data(context.artifacts)
+        self._warned = False
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        if not self._warned:
+            self._warned = True
+            warn_if_synthetic(self.training_data)
         windows = np.asarray(model_input)
         frames = self.network.input_shape[1]
         if windows.ndim != 4 or windows.shape[1:] != (frames, IMAGE_SIZE, IMAGE_SIZE):
@@ -53,9 +60,14 @@ class SequenceClassifier(mlflow.pyfunc.PythonModel):
 
 
 def log_sequence_model(
-    keras_path: Path, emotions: tuple[str, ...], time_delay: int, work_dir: Path
+    keras_path: Path,
+    emotions: tuple[str, ...],
+    time_delay: int,
+    work_dir: Path,
+    data: dict | None = None,
 ) -> str:
-    """Log the pyfunc of a sequence network in the active run; return its model URI."""
+    """Log the pyfunc of a sequence network in the active run; return its model URI
+    (``data``: the training data's provenance record, as for image models)."""
     labels_path = work_dir / "emotions.json"
     labels_path.write_text(json.dumps(list(emotions)))
     signature = ModelSignature(
@@ -66,7 +78,11 @@ def log_sequence_model(
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=SequenceClassifier(),
-            artifacts={KERAS_ARTIFACT: str(keras_path), LABELS_ARTIFACT: str(labels_path)},
+            artifacts={
+                KERAS_ARTIFACT: str(keras_path),
+                LABELS_ARTIFACT: str(labels_path),
+                **training_data_artifact(data, work_dir),
+            },
             code_paths=[str(served_code(Path(scratch)))],
             signature=signature,
             pip_requirements=pip_requirements(),

@@ -25,6 +25,7 @@ from components import mlflow_store, plots
 from components.artifacts import atomic_dir, write_json
 from components.model_files import CURVES_FILE, HISTORY_FILE, MODEL_FILE, RUN_FILE
 from components.model_kinds import reads_sequences, records_folder
+from components.provenance import TRAINING_DATA_TAG, read_provenance
 from components.records.input_pipelines import (
     balanced_class_weights,
     fitting_batches,
@@ -123,6 +124,7 @@ def train(
                     }
                 )
                 mlflow.log_text(_summary(network), "model_summary.txt")
+                mlflow.set_tag(TRAINING_DATA_TAG, read_provenance(shards)["kind"])
             if resumed is not None:
                 mlflow.set_tag("resumed_from_epoch", str(resumed.epoch))
             checkpoint = Checkpoint(
@@ -131,7 +133,14 @@ def train(
             budget = TimeBudget(recipe.time_budget_minutes) if recipe.time_budget_minutes else None
             history = _fit(network, cell, recipe, data, resumed, checkpoint, budget)
             outputs = _write_outputs(
-                network, history, cell, recipe, settings.out_dir / cell.key, run.info.run_id, serve
+                network,
+                history,
+                cell,
+                recipe,
+                settings.out_dir / cell.key,
+                run.info.run_id,
+                serve,
+                read_provenance(shards),
             )
     if budget is None or not budget.exhausted:
         checkpoints.discard(work)
@@ -299,6 +308,7 @@ def _write_outputs(
     out_dir: Path,
     run_id: str,
     serve: ServeSettings | None,
+    data: dict,
 ) -> tuple[Path, Path, str, str]:
     with atomic_dir(out_dir) as tmp:
         network.save(tmp / MODEL_FILE)
@@ -307,10 +317,10 @@ def _write_outputs(
         mlflow.log_artifact(str(tmp / CURVES_FILE))
         if reads_sequences(cell.architecture):
             model_uri = log_sequence_model(
-                tmp / MODEL_FILE, cell.emotions, settings.time_delay, tmp
+                tmp / MODEL_FILE, cell.emotions, settings.time_delay, tmp, data
             )
         else:
-            model_uri = log_registry_model(tmp / MODEL_FILE, cell.emotions, tmp, serve)
+            model_uri = log_registry_model(tmp / MODEL_FILE, cell.emotions, tmp, serve, data)
         write_json(tmp / RUN_FILE, {"run_id": run_id, "model_uri": model_uri, **cell.model_dump()})
     return out_dir, out_dir / MODEL_FILE, run_id, model_uri
 

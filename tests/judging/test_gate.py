@@ -3,6 +3,7 @@
 import pytest
 
 from components.judging.gate import NO_CHAMPION, Check, flatten_metrics, judge
+from components.settings import Bounds
 
 
 def metrics(accuracy=0.92, fear_recall=0.5, happy_recall=0.9, cross=0.4):
@@ -119,6 +120,7 @@ def test_every_check_records_value_bound_and_reason():
         "bound": 0.9,
         "passed": True,
         "reason": "0.9100 >= 0.9",
+        "side": "lower",
     }, "the blessing report holds each check as JSON"
     assert (
         change.kind == "change" and change.bound == pytest.approx(0.93) and change.passed is False
@@ -164,3 +166,38 @@ def test_a_wildcard_dataset_applies_to_every_scored_dataset():
         ("ckplus.accuracy", False),
         ("fer2013.accuracy", True),
     ]
+
+
+def calibrated(ece: float | None) -> dict:
+    scores = {"accuracy": 0.7} if ece is None else {"accuracy": 0.7, "ece": ece}
+    return {"fer2013": scores}
+
+
+@pytest.mark.parametrize(
+    ("ece", "passed", "reason"),
+    [
+        (0.05, True, "0.0500 <= 0.1 (upper bound)"),
+        (0.1, True, "0.1000 <= 0.1 (upper bound)"),
+        (0.15, False, "0.1500 > 0.1 (upper bound)"),
+        (None, False, "missing metric"),
+    ],
+)
+def test_an_upper_bound_refuses_a_metric_above_it(ece, passed, reason):
+    verdict = judge(calibrated(ece), None, {"fer2013.ece": Bounds(upper_bound=0.1)}, {})
+    [check] = verdict.checks
+    assert (check.passed, check.side, check.bound, check.reason) == (passed, "upper", 0.1, reason)
+    assert verdict.value_passed is passed
+
+
+def test_lower_and_upper_bounds_on_one_metric_are_two_checks():
+    window = Bounds(lower_bound=0.02, upper_bound=0.1)
+    verdict = judge(calibrated(0.01), None, {"fer2013.ece": window}, {})
+    assert [(c.side, c.passed) for c in verdict.checks] == [("lower", False), ("upper", True)]
+    assert not verdict.passed
+
+
+def test_bounds_need_one_side_and_an_order():
+    with pytest.raises(ValueError, match="lower_bound, upper_bound or both"):
+        Bounds()
+    with pytest.raises(ValueError, match="lower_bound 0.5 > upper_bound 0.1"):
+        Bounds(lower_bound=0.5, upper_bound=0.1)

@@ -120,3 +120,23 @@ def test_full_augmentation_changes_image_within_range_and_is_seeded():
     assert a.shape == (48, 48, 1) and 0.0 <= a.min() and a.max() <= 1.0
     assert not np.allclose(a, c)
     assert not np.allclose(a, _face().numpy(), atol=0.01)
+
+
+def test_random_erasing_covers_one_rectangle_with_noise_or_nothing():
+    face = tf.fill([48, 48, 1], 0.5)
+    off = AugmentSettings(
+        flip=False, max_rotation_deg=0, max_zoom=0, max_brightness=0, contrast_range=(1, 1)
+    )
+    always = off.model_copy(update={"erase_probability": 1.0})
+    changed = [
+        np.asarray(augment_image(face, tf.constant([i, 7], tf.int64), always)) != 0.5
+        for i in range(20)
+    ]
+    for mask in changed:
+        rows, cols = np.nonzero(mask[..., 0])
+        area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert 0.01 * 48 * 48 <= area <= 0.45 * 48 * 48, "2-40 % of the face, as a rectangle"
+        assert mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].mean() > 0.95
+    assert len({m.sum() for m in changed}) > 5, "sizes and places vary with the seed"
+    never = np.asarray(augment_image(face, tf.constant([1, 7], tf.int64), off))
+    np.testing.assert_array_equal(never, np.asarray(face))

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,12 @@ import tensorflow as tf
 
 from components.manifest import Dataset, describe_pixels
 from components.model_kinds import SEQUENCE_ARCHITECTURES, SEQUENCES_DIR
+from components.provenance import (
+    SYNTHETIC,
+    SYNTHETIC_WARNING,
+    TRAINING_DATA_TAG,
+    SyntheticSampleWarning,
+)
 from components.records.input_pipelines import balanced_class_weights, fitting_batches
 from components.records.sequences import frame_sequences, windows
 from components.records.tfrecords import read_sequences, write_sequences
@@ -43,9 +50,15 @@ TINY_TRAIN = {
     "sequence_filters": 2,
     "modern": {"widths": [4, 8], "convs_per_block": 1},
     "transfer": {"head_epochs": 1},
-    # Merged into params.yaml's modern recipe: its schedule, smoothing and mixup stay on.
+    # Merged into params.yaml's modern recipe: SGD, its schedule and the crops stay on.
     "overrides": {
-        "modern": {"epochs": 1, "batch_size": 32, "dense_units": 8, "early_stopping_patience": 1}
+        "modern": {
+            "epochs": 1,
+            "batch_size": 32,
+            "dense_units": 8,
+            "early_stopping_patience": 1,
+            "modern": {"widths": [4, 8], "convs_per_block": 1, "crop": 40},
+        }
     },
 }
 
@@ -292,6 +305,10 @@ def test_every_architecture_trains_evaluates_and_registers(project, architecture
     )
     blessing = promote(trained.folder, processed, "ckplus", params.evaluate, gate, params.mlflow)
     assert blessing.passed and blessing.version == "1"
+    version = mlflow.MlflowClient().get_model_version(f"t-{architecture}", "1")
+    assert version.tags[TRAINING_DATA_TAG] == SYNTHETIC
+    assert version.description.startswith(f"# Model card: t-{architecture} version 1")
+    assert SYNTHETIC_WARNING in version.description
     model = mlflow.pyfunc.load_model(f"models:/t-{architecture}@champion")
     if sequences:
         faces = np.random.default_rng(0).integers(
@@ -299,9 +316,13 @@ def test_every_architecture_trains_evaluates_and_registers(project, architecture
         )
     else:
         faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48), dtype=np.uint8)
-    probabilities = model.predict(faces)
+    with pytest.warns(SyntheticSampleWarning, match="synthetic sample"):
+        probabilities = model.predict(faces)
     assert list(probabilities.columns) == EMOTIONS
     np.testing.assert_allclose(probabilities.to_numpy().sum(axis=1), 1.0, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SyntheticSampleWarning)
+        model.predict(faces)  # once per loaded model, not per call
 
 
 @pytest.mark.slow
@@ -335,6 +356,57 @@ def test_a_crash_after_the_last_epoch_resumes_only_with_the_same_settings(projec
     other, _ = _params(project, epochs=2, out_dir="models_crash", learning_rate=0.01)
     changed = training.train(shards, cell, other.train, other.augment, other.mlflow)
     assert changed.resumed_from is None and not folder.exists()
+
+
+@pytest.mark.slow
+def test_a_spent_time_budget_ends_the_run_and_a_rerun_goes_on_for_another(project, monkeypatch):
+    """The CPU recipe's parts together: random crops inside the network, SGD with Nesterov
+    momentum, plateau decay that survives a restart, and a time budget that keeps the
+    checkpoint so that running train again adds a budget."""
+    from components.training.train import train
+
+    monkeypatch.chdir(project)
+    recipe = {
+        "epochs": 3,
+        "optimizer": "sgd",
+        "learning_rate": 0.01,
+        "lr_schedule": "plateau",
+        "plateau_patience": 1,
+        "time_budget_minutes": 1e-4,  # spent by the first epoch
+        "early_stopping_patience": None,
+        "modern": {"widths": [4, 8], "convs_per_block": 1, "crop": 40},
+    }
+
+    def settings(**changes):
+        return _params(
+            project,
+            architectures=["modern"],
+            out_dir="models_budget",
+            overrides={"modern": {**recipe, **changes}},
+        )
+
+    params, cell = settings()
+    shards = params.preprocess.out_dir / params.train.dataset
+    folder = checkpoints.checkpoint_folder(params.train.out_dir, cell.key)
+
+    first = train(shards, cell, params.train, params.augment, params.mlflow)
+    assert len(json.loads((first.folder / "history.json").read_text())["loss"]) == 1
+    assert [p.name for p in folder.glob("epoch-*")] == ["epoch-0001"], "kept for a rerun"
+    state = json.loads((folder / "epoch-0001" / checkpoints.STATE_FILE).read_text())
+    assert set(state["plateau"]) == {"wait", "best", "cooldown_counter"}
+    saved = keras.models.load_model(folder / "epoch-0001" / "model.keras")
+    assert type(saved.optimizer).__name__ == "SGD" and saved.optimizer.nesterov
+    assert saved.get_layer("crop").size == 40 and saved.input_shape == (None, 48, 48, 1)
+
+    second = train(shards, cell, params.train, params.augment, params.mlflow)
+    assert second.resumed_from == 1 and second.run_id == first.run_id
+    assert [p.name for p in folder.glob("epoch-*")] == ["epoch-0002"]
+
+    roomy, _ = settings(time_budget_minutes=60)
+    last = train(shards, cell, roomy.train, roomy.augment, roomy.mlflow)
+    assert last.resumed_from == 2, "the budget is not part of what a checkpoint must match"
+    assert len(json.loads((last.folder / "history.json").read_text())["loss"]) == 3
+    assert not folder.exists(), "a run that reached its last epoch leaves no checkpoint"
 
 
 STALLING_RUN = """

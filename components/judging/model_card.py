@@ -1,0 +1,152 @@
+"""The model card of a registered version, after TFX's Model Card Toolkit: what it learnt from,
+how it scored in and across datasets, what the gate said, and what it must not be used for.
+
+Promote writes it as the version's description (what the MLflow UI shows first) and as the
+run's ``model_card.md`` artifact, so a consumer who only reads the registry still learns that a
+model was trained on synthetic faces, or that emotion recognition at work is prohibited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components.judging.gate import Verdict
+from components.provenance import SYNTHETIC, SYNTHETIC_WARNING
+from components.settings import ModelCell
+
+CARD_FILE = "model_card.md"
+
+LIMITATIONS = (
+    "FER2013's labels are noisy: people labelling its faces agree with them about 65 % of the "
+    "time (Goodfellow et al. 2013), and the FER+ relabelling's majority matches its label on "
+    "about 62 % of PublicTest; accuracy on it is bounded by its labels, not by the task.",
+    "CK+ holds posed expressions of 123 adults filmed in a lab, mostly at their peak: "
+    "cross-dataset accuracy on it says little about spontaneous expressions.",
+    "Faces are found by a frontal face detector (OpenCV's Haar cascade unless the serve "
+    "settings name another): profiles, strong tilts, occlusions and small faces are missed, "
+    "and a missed face gets no prediction at all.",
+    "The demographic coverage of the training data (age, sex, skin tone, culture) is unknown "
+    "and was not measured; accuracy may differ between groups of people.",
+    "A facial expression is not an emotion: the model names the expression most like the "
+    "face's among a fixed set, not what the person feels.",
+)
+ETHICS = (
+    "Under the EU AI Act, Article 5(1)(f), placing on the market or using AI systems that "
+    "infer the emotions of a natural person in the workplace or in education institutions is "
+    "prohibited (save for medical or safety reasons).",
+    "Its outputs must not drive decisions about people (hiring, grading, policing, credit, "
+    "access to services), whatever the jurisdiction.",
+    "Faces are personal data: inform the people filmed, and keep no images without a lawful basis.",
+)
+INTENDED_USE = (
+    "Research, teaching and interactive media in which the people filmed know and agree, "
+    "e.g. an interactive film that branches on the viewer's expression (EmoPy's RIOT); "
+    "aggregate, anonymous measurement where no individual is judged."
+)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What the card says of the data a version learnt from."""
+
+    dataset: str
+    source: str
+    kind: str  # components.provenance: real, synthetic-sample or unknown
+    content_hash: str  # of the training records
+    rows: dict[str, int]  # split -> images
+
+
+def model_card(
+    name: str,
+    version: str | None,
+    cell: ModelCell,
+    run_id: str,
+    data: TrainingData,
+    metrics: dict,
+    verdict: Verdict,
+) -> str:
+    """The card as Markdown; ``version`` None for a candidate the gate did not register."""
+    title = f"version {version}" if version else "candidate (not registered)"
+    lines = [
+        f"# Model card: {name} {title}",
+        "",
+        *(["> **Warning:** " + SYNTHETIC_WARNING, ""] if data.kind == SYNTHETIC else []),
+        "## Model details",
+        "",
+        f"- Network: `{cell.architecture}`; emotions ({len(cell.emotions)}): "
+        f"{', '.join(cell.emotions)}.",
+        f"- MLflow run `{run_id}`; input: one 48x48 grey face per prediction, found in a "
+        "photo by the model's own face detector.",
+        "",
+        "## Training data",
+        "",
+        f"- Dataset: {data.dataset}, {_kind_words(data.kind)}; read from `{data.source}`.",
+        f"- Content hash of the training records: `{data.content_hash}`.",
+        f"- Images per split: {', '.join(f'{s} {n}' for s, n in sorted(data.rows.items()))}.",
+        "",
+        "## Evaluation",
+        "",
+        *_metrics_table(metrics),
+        "",
+        *_recall_table(metrics),
+        "",
+        "## Gate",
+        "",
+        f"Blessing: **{'passed' if verdict.passed else 'failed'}** "
+        f"(value thresholds {'passed' if verdict.value_passed else 'failed'}).",
+        "",
+        *[f"- {'pass' if c.passed else 'FAIL'}: `{c.metric}` {c.reason}" for c in verdict.checks],
+        *([f"- {verdict.note}"] if verdict.note else []),
+        "",
+        "## Intended use",
+        "",
+        INTENDED_USE,
+        "",
+        "## Limitations",
+        "",
+        *[f"- {text}" for text in LIMITATIONS],
+        "",
+        "## Ethical considerations",
+        "",
+        *[f"- {text}" for text in ETHICS],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _kind_words(kind: str) -> str:
+    return {
+        SYNTHETIC: "**the built-in synthetic sample** (generated faces, not real people)",
+        "real": "real faces",
+    }.get(kind, "of unknown origin (ingested before provenance was recorded)")
+
+
+def _metrics_table(metrics: dict) -> list[str]:
+    rows = [
+        "| dataset | accuracy | macro-F1 | ECE (lower is better) | images |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for dataset, scores in sorted(metrics.items()):
+        rows.append(
+            f"| {dataset} | {scores['accuracy']:.4f} | {scores['macro_f1']:.4f} | "
+            f"{scores['ece']:.4f} | {scores['count']} |"
+        )
+    return rows
+
+
+def _recall_table(metrics: dict) -> list[str]:
+    """Recall per class (rows) and dataset (columns); a dataset without the class has a dash."""
+    datasets = sorted(metrics)
+    classes = list(dict.fromkeys(c for d in datasets for c in metrics[d]["per_class"]))
+
+    def cell(dataset: str, emotion: str) -> str:
+        scores = metrics[dataset]["per_class"].get(emotion)
+        return "-" if scores is None else f"{scores['recall']:.3f} ({scores['support']})"
+
+    return [
+        "Recall per class (test images in brackets):",
+        "",
+        "| class | " + " | ".join(datasets) + " |",
+        "| --- |" + " ---: |" * len(datasets),
+        *(f"| {c} | " + " | ".join(cell(d, c) for d in datasets) + " |" for c in classes),
+    ]
