@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Prefect's temporary API server may need more than its default 20 s on a loaded machine.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 
-.PHONY: install run test test-fast lint format lock clean ui ui-stop deploy worker bench-video
+.PHONY: install run run-real test test-fast lint format lock clean ui ui-stop deploy worker bench-video
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ install: $(VENV)/.installed
 
 run: install
 	dvc repro
+	emoflow registry
+
+# The whole pipeline on real FER2013 + CK+ (a folder laid out like ../shared/data) with the CPU
+# recipe and the real-data gates: params.yaml's profiles.real-data, as one Prefect flow run.
+DATA ?= ../shared/data
+run-real: install
+	emoflow pipeline --profile real-data --data $(DATA)
 	emoflow registry
 
 test: install

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 import keras
 import tensorflow as tf
 
+from components.training import multi_worker
+
 
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy and TF; with ``deterministic``, reruns give identical weights."""
@@ -21,11 +23,15 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def distribution_strategy(multi_gpu: bool) -> tf.distribute.Strategy:
-    """MirroredStrategy over every GPU when there are several (and ``multi_gpu``), else the
-    default strategy, whose scope changes nothing: one GPU or the CPU runs as without it.
+    """MultiWorkerMirroredStrategy when ``TF_CONFIG`` names several workers (each uses every
+    GPU of its machine); else MirroredStrategy over every GPU when there are several (and
+    ``multi_gpu``); else the default strategy, whose scope changes nothing.
 
-    ``batch_size`` stays the global batch: each of n GPUs gets ``batch_size / n``.
+    Call it before anything else of TensorFlow: a multi-worker strategy must come first.
+    ``batch_size`` stays the global batch: each of n replicas gets ``batch_size / n``.
     """
+    if multi_worker.cluster_size() > 1:
+        return multi_worker.strategy()
     gpus = tf.config.list_logical_devices("GPU")
     if multi_gpu and len(gpus) > 1:
         return tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])

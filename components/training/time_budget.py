@@ -8,17 +8,23 @@ cleanly after a whole epoch, its checkpoint kept, so running train again adds an
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import keras
 
 
 class TimeBudget(keras.callbacks.Callback):
     """Stops fitting once the next epoch, at the mean epoch time so far, would end past the
-    budget. One instance spans every phase of a run."""
+    budget. One instance spans every phase of a run.
 
-    def __init__(self, minutes: float) -> None:
+    ``agreed`` turns this process's verdict into the cluster's: workers of one model must
+    stop after the same epoch, so under a multi-worker strategy one over budget stops all.
+    """
+
+    def __init__(self, minutes: float, agreed: Callable[[bool], bool] = bool) -> None:
         super().__init__()
         self.seconds = minutes * 60
+        self.agreed = agreed
         self.started: float | None = None
         self.epochs = 0
         self.exhausted = False
@@ -30,7 +36,7 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         self.epochs += 1
         spent = time.monotonic() - self.started
-        if spent + spent / self.epochs > self.seconds:
+        if self.agreed(spent + spent / self.epochs > self.seconds):
             print(f"time budget: {spent / 60:.1f} of {self.seconds / 60:.0f} minutes spent")
             self.exhausted = True
             self.model.stop_training = True

@@ -3,7 +3,8 @@
 A run survives being killed: it checkpoints every epoch (``components.training.checkpoints``) and a
 rerun with the same settings and data resumes from the last checkpoint, in the same MLflow
 run. On GPUs it computes in mixed precision and spreads batches over every GPU
-(``tf.distribute.MirroredStrategy``); on a CPU both are no-ops.
+(``tf.distribute.MirroredStrategy``); on a CPU both are no-ops. With ``TF_CONFIG`` naming
+several workers, they train the model together (``components.training.multi_worker``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import hashlib
 import io
 import json
 import math
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -47,7 +52,7 @@ from components.settings import (
     ServeSettings,
     TrainSettings,
 )
-from components.training import architectures, checkpoints
+from components.training import architectures, checkpoints, multi_worker
 from components.training.checkpoints import (
     Checkpoint,
     ResumableEarlyStopping,
@@ -85,66 +90,140 @@ def train(
     augment: AugmentSettings,
     mlflow_settings: MlflowSettings,
     serve: ServeSettings | None = None,
-) -> TrainOutputs:
+) -> TrainOutputs | None:
     """Fit one grid cell on the train split, watching val, and log everything to one MLflow run.
 
     ``shards`` is the folder of the cell's dataset (``data/processed/<dataset>``, the
     dataset being ``settings.dataset_for(cell.architecture)``); sequence networks read the
     sequence records under it. The outputs go to ``<settings.out_dir>/<cell.key>``; ``serve``
-    (face detection for raw images) is logged with the registry model.
+    (face detection for raw images) is logged with the registry model. In a multi-worker
+    cluster (``TF_CONFIG``: ``components.training.multi_worker``) every worker calls this;
+    the chief writes the outputs and returns them, the other workers return None.
     """
     recipe = settings.recipe(cell.architecture)
+    strategy = distribution_strategy(recipe.multi_gpu)  # before TensorFlow runs anything else
+    chief = multi_worker.is_chief(strategy)
     work = checkpoints.checkpoint_folder(settings.out_dir, cell.key)
+    # Every worker checkpoints when the chief does (saving reads variables all workers
+    # share); the others write into a folder of their own, deleted at the end.
+    writes = work if chief else Path(tempfile.mkdtemp(prefix=f"emoflow-{cell.key}-"))
     fingerprint = _fingerprint(cell, recipe, augment, records_folder(shards, cell.architecture))
-    client = mlflow_store.connect(mlflow_settings)
+    client = mlflow_store.connect(mlflow_settings) if chief else None
     # The network is initialised first thing after seeding, so its weights depend on the seed only.
     seed_everything(recipe.seed, recipe.deterministic)
-    with mixed_precision(recipe.mixed_precision), distribution_strategy(recipe.multi_gpu).scope():
-        resumed = checkpoints.latest(work, fingerprint) if recipe.checkpoints else None
-        if resumed is None:
-            checkpoints.discard(work)
-            network = architectures.build(
-                cell.architecture, len(cell.emotions), recipe.dense_units, recipe
-            )
-        else:
-            print(f"{cell.key}: resuming from the checkpoint after epoch {resumed.epoch}")
-            network = resumed.network
-        data = training_data(shards, cell, recipe, augment)
-        run_id = (
-            resumed.run_id if resumed is not None and _run_exists(client, resumed.run_id) else None
-        )
-        with mlflow.start_run(run_id=run_id, run_name=None if run_id else cell.key) as run:
-            if run_id is None:
-                mlflow.log_params(_flat_params(cell, recipe, augment))
-                mlflow.log_params(
-                    {
-                        "data.folder": str(data.folder),
-                        "data.train_examples": int(data.counts.sum()),
-                        "data.class_counts": dict(zip(cell.emotions, data.counts.tolist())),
-                    }
+    try:
+        with mixed_precision(recipe.mixed_precision), strategy.scope():
+            resumed = _resumable(work, fingerprint, recipe, strategy)
+            if resumed is None:
+                network = architectures.build(
+                    cell.architecture, len(cell.emotions), recipe.dense_units, recipe
                 )
-                mlflow.log_text(_summary(network), "model_summary.txt")
-                mlflow.set_tag(TRAINING_DATA_TAG, read_provenance(shards)["kind"])
-            if resumed is not None:
-                mlflow.set_tag("resumed_from_epoch", str(resumed.epoch))
-            checkpoint = Checkpoint(
-                work if recipe.checkpoints else None, fingerprint, run.info.run_id, resumed
-            )
-            budget = TimeBudget(recipe.time_budget_minutes) if recipe.time_budget_minutes else None
-            history = _fit(network, cell, recipe, data, resumed, checkpoint, budget)
-            outputs = _write_outputs(
-                network,
-                history,
-                cell,
-                recipe,
-                settings.out_dir / cell.key,
-                run.info.run_id,
-                serve,
-                read_provenance(shards),
-            )
+            else:
+                print(f"{cell.key}: resuming from the checkpoint after epoch {resumed.epoch}")
+                network = resumed.network
+            data = training_data(shards, cell, recipe, augment)
+            if multi_worker.is_multi_worker(strategy):
+                data = replace(
+                    data,
+                    train=multi_worker.shard_by_batch(data.train),
+                    val=multi_worker.shard_by_batch(data.val),
+                )
+            with _tracked_run(client, resumed, cell, recipe, augment, data, network, shards) as run:
+                checkpoint = Checkpoint(
+                    writes if recipe.checkpoints else None, fingerprint, run, resumed
+                )
+                budget = _time_budget(recipe, strategy)
+                history = _fit(network, cell, recipe, data, resumed, checkpoint, budget, strategy)
+                if not chief:
+                    _save_beside_the_chief(network)
+                    return None
+                outputs = _write_outputs(
+                    network,
+                    history,
+                    cell,
+                    recipe,
+                    settings.out_dir / cell.key,
+                    run,
+                    serve,
+                    read_provenance(shards),
+                )
+    finally:
+        if not chief:
+            checkpoints.discard(writes)
     if budget is None or not budget.exhausted:
         checkpoints.discard(work)
     return TrainOutputs(*outputs, resumed_from=None if resumed is None else resumed.epoch)
+
+
+def _resumable(
+    work: Path, fingerprint: str, settings: TrainSettings, strategy: tf.distribute.Strategy
+) -> Resumed | None:
+    """The checkpoint to resume from, or None, when every worker agrees; call it in the
+    strategy's scope. Stale checkpoints of other settings are deleted (by the chief)."""
+    resumed = checkpoints.latest(work, fingerprint) if settings.checkpoints else None
+    if multi_worker.is_multi_worker(strategy):
+        multi_worker.check_agreement(
+            strategy,
+            **{
+                "training data and settings": int(fingerprint[:12], 16),
+                "checkpoint to resume from": -1 if resumed is None else resumed.epoch,
+            },
+        )
+    if resumed is None and multi_worker.is_chief(strategy):
+        checkpoints.discard(work)
+    return resumed
+
+
+@contextmanager
+def _tracked_run(
+    client: mlflow.MlflowClient | None,
+    resumed: Resumed | None,
+    cell: ModelCell,
+    settings: TrainSettings,
+    augment: AugmentSettings,
+    data: TrainingData,
+    network: keras.Model,
+    shards: Path,
+) -> Iterator[str]:
+    """The MLflow run the chief logs to, resumed along with its checkpoint; yields its id.
+
+    Without a client (a worker that is not the chief) nothing is logged and the id is empty.
+    """
+    if client is None:
+        yield ""
+        return
+    run_id = resumed.run_id if resumed is not None and _run_exists(client, resumed.run_id) else None
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else cell.key) as run:
+        if run_id is None:
+            mlflow.log_params(_flat_params(cell, settings, augment))
+            mlflow.log_params(
+                {
+                    "data.folder": str(data.folder),
+                    "data.train_examples": int(data.counts.sum()),
+                    "data.class_counts": dict(zip(cell.emotions, data.counts.tolist())),
+                }
+            )
+            mlflow.log_text(_summary(network), "model_summary.txt")
+            mlflow.set_tag(TRAINING_DATA_TAG, read_provenance(shards)["kind"])
+        if resumed is not None:
+            mlflow.set_tag("resumed_from_epoch", str(resumed.epoch))
+        yield run.info.run_id
+
+
+def _time_budget(settings: TrainSettings, strategy: tf.distribute.Strategy) -> TimeBudget | None:
+    """The recipe's budget; in a cluster, a worker over it stops every worker."""
+    if not settings.time_budget_minutes:
+        return None
+    if multi_worker.is_multi_worker(strategy):
+        return TimeBudget(settings.time_budget_minutes, partial(multi_worker.any_worker, strategy))
+    return TimeBudget(settings.time_budget_minutes)
+
+
+def _save_beside_the_chief(network: keras.Model) -> None:
+    """A worker's part in the chief's save of the model: saving reads variables that every
+    worker sums, so all save; this copy is deleted."""
+    with tempfile.TemporaryDirectory(prefix="emoflow-worker-") as scratch:
+        network.save(Path(scratch) / MODEL_FILE)
 
 
 def training_data(
@@ -249,6 +328,7 @@ def _fit(
     resumed: Resumed | None,
     checkpoint: Checkpoint,
     budget: TimeBudget | None,
+    strategy: tf.distribute.Strategy,
 ) -> dict[str, list[float]]:
     """Run the architecture's phases; a resumed run skips what its checkpoint had finished.
 
@@ -284,9 +364,13 @@ def _fit(
                 network, settings, phase.learning_rate, phase.epochs * data.steps_per_epoch
             )
         checkpoint.phase, checkpoint.stopping, checkpoint.plateau = phase.name, stopping, plateau
-        # Logged before checkpointed: a resumed run never lacks a finished epoch's metrics.
-        # The learning rate logged is the epoch's own, before the plateau callback lowers it.
-        callbacks = [stopping, MlflowEpochs(), plateau, checkpoint, budget]
+        if multi_worker.is_multi_worker(strategy):
+            multi_worker.adapt(network, strategy)
+        # Logged (by the chief) before checkpointed: a resumed run never lacks a finished
+        # epoch's metrics. The learning rate logged is the epoch's own, before the plateau
+        # callback lowers it.
+        logged = MlflowEpochs() if multi_worker.is_chief(strategy) else None
+        callbacks = [stopping, logged, plateau, checkpoint, budget]
         network.fit(
             data.train,
             validation_data=data.val,

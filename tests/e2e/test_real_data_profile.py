@@ -59,5 +59,5 @@ def test_the_refused_candidates_card_says_it_learnt_from_real_faces(real_run):
     card = (real_run / "reports/promotion/convnn-fer7.model_card.md").read_text()
     assert card.startswith("# Model card: emoflow-fer7 candidate (not registered)")
     assert "Dataset: fer2013, real faces" in card and "synthetic" not in card
-    assert "Images per split: test 3589, train 25839, val 2870" in card
+    assert "Images per split: test 3589, train 25837, val 2872" in card
     assert "Blessing: **failed**" in card and "FAIL: `fer2013.accuracy`" in card
