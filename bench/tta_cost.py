@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     args = _arguments()
-    from components.settings import ServeSettings, load_params
     from components.serving.image_model import EmotionClassifier
+    from components.settings import ServeSettings, load_params
 
     keras_path = args.model or _random_network(load_params(ROOT / "params.yaml"))
     emotions = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]

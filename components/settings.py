@@ -406,13 +406,15 @@ class ServeSettings(_Block):
     as it did when it was registered, whatever this file says later.
     """
 
-    detector: Literal["haar", "yunet"] = "haar"
+    # haar: OpenCV's cascade (fast, frontal faces, no score); yunet: OpenCV's CNN; mtcnn: the
+    # `mtcnn` package's three-stage CNN (its weights ship in its wheel; slower, finds turned faces).
+    detector: Literal["haar", "yunet", "mtcnn"] = "haar"
     # haar: a cascade XML (default: OpenCV's frontal face cascade); yunet: the ONNX file of
-    # OpenCV's YuNet (cv2.FaceDetectorYN), required since nothing is downloaded.
+    # OpenCV's YuNet (cv2.FaceDetectorYN), required since nothing is downloaded; mtcnn: none.
     detector_model: Path | None = None
     scale_factor: Annotated[float, Field(gt=1.0)] = 1.1  # haar: image pyramid step
     min_neighbors: Annotated[int, Field(ge=0)] = 5  # haar: overlapping hits a face needs
-    score_threshold: Fraction = 0.8  # yunet: lowest face score kept
+    score_threshold: Fraction = 0.8  # yunet, mtcnn: lowest face score kept
     min_face_px: Annotated[int, Field(ge=8)] = 48  # smaller faces would be upscaled to 48x48
     # Grows each (squared) box by this fraction of its side on every side before cropping.
     # 0: a Haar box already frames a face as FER2013 and CK+48 do (box side / crop side,
@@ -426,9 +428,13 @@ class ServeSettings(_Block):
     tta: TestTimeViews = "none"
 
     @model_validator(mode="after")
-    def _yunet_needs_its_model(self) -> ServeSettings:
+    def _detector_model_fits_the_detector(self) -> ServeSettings:
         if self.detector == "yunet" and self.detector_model is None:
             raise ValueError("detector yunet needs detector_model: the path of its .onnx file")
+        if self.detector == "mtcnn" and self.detector_model is not None:
+            raise ValueError(
+                "detector mtcnn takes no detector_model: its weights ship in the mtcnn package"
+            )
         return self
 
 

@@ -223,5 +223,23 @@ def export(
     _consumer("export", action)
 
 
+@app.command()
+def demo(
+    model: str | None = ModelOption,
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 for the page."),
+    params: Path = ParamsOption,
+) -> None:
+    """A web page on 127.0.0.1 to try a model: drop a photo or start the webcam, see each
+    face's box and emotions, and what the model was trained on."""
+    from components.serving import demo as page
+
+    def action() -> str:
+        settings = load_params(params)
+        page.serve(model or settings.predict.model, settings.serve, settings.mlflow, port)
+        return "stopped"
+
+    _consumer("demo", action)
+
+
 if __name__ == "__main__":
     app()

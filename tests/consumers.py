@@ -161,6 +161,14 @@ def detectable_crops(count: int) -> list[np.ndarray]:
     return found[:count]
 
 
+def sample_photo() -> Path:
+    """A real photograph no one here made: Grace Hopper's portrait (U.S. Navy, public domain),
+    as matplotlib ships it among its sample data; one frontal face."""
+    from matplotlib import cbook
+
+    return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
 def write_params_for(folder: Path) -> Path:
     """The project's params with the MLflow store in ``folder``: nothing touches ./mlflow.db."""
     from tests.conftest import write_params

@@ -41,7 +41,7 @@ def started(
     commands: dict[str, list[str]], cwd: Path, envs: dict[str, dict[str, str]], logs: Path
 ) -> Iterator[dict[str, subprocess.Popen]]:
     """Start each named command in its own process group, output to ``logs/<name>.log``;
-    stop them all on the way out."""
+    stop them all on the way out, the last started first."""
     logs.mkdir(parents=True, exist_ok=True)
     processes: dict[str, subprocess.Popen] = {}
     try:
@@ -57,7 +57,7 @@ def started(
                 )
         yield processes
     finally:
-        for process in processes.values():
+        for process in reversed(processes.values()):  # the last started may lean on the first
             stop(process)
 
 

@@ -28,7 +28,7 @@ def _detector() -> HaarDetector:
 
 def find_face(gray: np.ndarray) -> Box | None:
     """The largest frontal face in a grey frame, or None when the cascade finds none."""
-    faces = _detector()(gray, int(min(gray.shape) * MIN_FACE_FRACTION))
+    faces = _detector()(gray, int(min(gray.shape) * MIN_FACE_FRACTION))[:, :4]  # no score
     if len(faces) == 0:
         return None
     x, y, w, h = max(faces, key=lambda box: int(box[2]) * int(box[3]))

@@ -7,10 +7,18 @@ and an export over the tolerance is not written at all.
 
 Both take what the network takes: float32 [N, 48, 48, 1] in [0, 1], i.e. 48x48 face crops
 after ``components.model_input.to_model_input`` (detection and cropping stay outside).
+
+A bare file would leave its user guessing what the 7 numbers mean and what goes in, so each
+carries its emotion names and that input contract (:func:`contract`), as JSON under the key
+``emoflow``: in ONNX's ``metadata_props`` (onnxruntime: ``get_modelmeta().custom_metadata_map``),
+and in TFLite as a named entry of the flatbuffer's ``metadata`` list (the schema's place for
+data the interpreter ignores; :func:`tflite_contract` reads it back, without tflite_support).
+The input is named ``face`` and the output ``probabilities`` in both, not ``Identity:0``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +36,8 @@ TFLITE_FILE = "model.tflite"
 PARITY_FILE = "parity.json"
 ONNX_OPSET = 17
 INPUT_NAME = "face"
+OUTPUT_NAME = "probabilities"
+METADATA_KEY = "emoflow"
 
 
 class ExportError(EmoFlowError, RuntimeError):
@@ -56,9 +66,10 @@ def export(
     faces = _random_faces() if faces is None else faces
     x = model_input(faces).numpy()
     expected = network(x, training=False).numpy()
+    labels = contract(emotions)
     with atomic_dir(out_dir) as tmp:
-        to_onnx(network, tmp / ONNX_FILE)
-        to_tflite(network, tmp / TFLITE_FILE)
+        to_onnx(network, tmp / ONNX_FILE, labels)
+        to_tflite(network, tmp / TFLITE_FILE, labels)
         difference = {
             "onnx": _max_difference(onnx_probabilities(tmp / ONNX_FILE, x), expected),
             "tflite": _max_difference(tflite_probabilities(tmp / TFLITE_FILE, x), expected),
@@ -78,42 +89,99 @@ def export(
     return ExportOutputs(out_dir, out_dir / ONNX_FILE, out_dir / TFLITE_FILE, difference)
 
 
-def _signature() -> list[tf.TensorSpec]:
-    return [tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name=INPUT_NAME)]
+def contract(emotions: list[str]) -> dict:
+    """What an exported file takes and gives, written into it."""
+    return {
+        "emotions": list(emotions),
+        "input": {
+            "name": INPUT_NAME,
+            "shape": [None, *INPUT_SHAPE],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "content": f"{IMAGE_SIZE}x{IMAGE_SIZE} grayscale face crops, pixel value / 255 "
+            "(components.model_input.to_model_input); faces found and cropped square first",
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": [None, len(emotions)],
+            "dtype": "float32",
+            "content": "softmax probabilities, one per emotion, in the order of 'emotions'",
+        },
+    }
 
 
-def to_onnx(network, path: Path) -> Path:
+def to_onnx(network, path: Path, labels: dict) -> Path:
     """Through a traced tf.function: tf2onnx's ``from_keras`` fails on Keras 3 models
-    (``KeyError: 'keras_tensor_...'`` with tf2onnx 1.17, TF 2.21, Keras 3.15)."""
+    (``KeyError: 'keras_tensor_...'`` with tf2onnx 1.17, TF 2.21, Keras 3.15). Its output
+    is a dict, so the ONNX output takes the key's name."""
+    import onnx
     import tf2onnx
 
-    call = tf.function(lambda x: network(x, training=False), input_signature=_signature())
-    tf2onnx.convert.from_function(
-        call, input_signature=_signature(), opset=ONNX_OPSET, output_path=str(path)
-    )
+    spec = [tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name=INPUT_NAME)]
+    call = tf.function(lambda x: {OUTPUT_NAME: network(x, training=False)}, input_signature=spec)
+    model, _ = tf2onnx.convert.from_function(call, input_signature=spec, opset=ONNX_OPSET)
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(labels)})
+    onnx.save(model, str(path))
     return path
 
 
-def to_tflite(network, path: Path) -> Path:
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(network).convert())
+def to_tflite(network, path: Path, labels: dict) -> Path:
+    """Converted from the Keras model (converted from the traced function, TF 2.21 gives NaN);
+    in the flatbuffer, the input and output tensors and signature entries are then named
+    ``face`` and ``probabilities`` (Keras' gives ``output_0``) and the contract is added."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    converted = tf.lite.TFLiteConverter.from_keras_model(network).convert()
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(converted))
+    graph, (signature,) = model.subgraphs[0], model.signatureDefs
+    for tensors, ends, name in (
+        (signature.inputs, graph.inputs, INPUT_NAME),
+        (signature.outputs, graph.outputs, OUTPUT_NAME),
+    ):
+        (entry,), (index,) = tensors, ends
+        entry.name = graph.tensors[index].name = name.encode()
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(labels).encode(), np.uint8)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_KEY.encode(), len(model.buffers)
+    model.buffers.append(buffer)
+    model.metadata = [*(model.metadata or []), entry]
+    path.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
     return path
+
+
+def onnx_contract(path: Path) -> dict:
+    """The contract written into an exported ONNX file, as onnxruntime reads it."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+
+
+def tflite_contract(path: Path) -> dict:
+    """The contract written into an exported TFLite file, read from its flatbuffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(bytearray(path.read_bytes()), 0)
+    for index in range(model.MetadataLength()):
+        entry = model.Metadata(index)
+        if entry.Name().decode() == METADATA_KEY:
+            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    raise ExportError(f"{path}: no {METADATA_KEY!r} metadata in this TFLite file")
 
 
 def onnx_probabilities(path: Path, x: np.ndarray) -> np.ndarray:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
+    return session.run([OUTPUT_NAME], {INPUT_NAME: x.astype(np.float32)})[0]
 
 
 def tflite_probabilities(path: Path, x: np.ndarray) -> np.ndarray:
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    (given,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(given["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(given["index"], x.astype(np.float32))
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    """By the signature's names, as a mobile app would call it."""
+    runner = tf.lite.Interpreter(model_path=str(path)).get_signature_runner()
+    return runner(**{INPUT_NAME: x.astype(np.float32)})[OUTPUT_NAME]
 
 
 def _max_difference(actual: np.ndarray, expected: np.ndarray) -> float:

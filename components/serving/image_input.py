@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,6 +31,10 @@ class ImageError(EmoFlowError, ValueError):
     """An input that is not a usable image; the message names the image and what is wrong."""
 
 
+class NotBase64Error(ImageError):
+    """A string that is not base64 text (so, in-process, neither a file nor an image)."""
+
+
 def decode_image(data: bytes | str, name: str, settings: ServeSettings) -> np.ndarray:
     """Encoded image bytes, or their base64 text (a ``data:`` URL prefix is allowed) -> gray.
 
@@ -47,6 +52,20 @@ def decode_image(data: bytes | str, name: str, settings: ServeSettings) -> np.nd
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
+def read_file(path: Path, settings: ServeSettings) -> np.ndarray:
+    """An image file -> gray, named by its path; its size is checked before it is read."""
+    name = str(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise ImageError(f"{name}: cannot read it ({err.strerror})") from None
+    if not path.is_file():
+        raise ImageError(f"{name}: not a regular file")
+    if size > settings.max_image_bytes:
+        raise ImageError(f"{name}: {size} bytes, over the limit of {settings.max_image_bytes}")
+    return decode_image(path.read_bytes(), name, settings)
+
+
 def _base64(text: str, name: str, settings: ServeSettings) -> bytes:
     if text.startswith("data:"):
         text = text.partition(",")[2]
@@ -58,7 +77,7 @@ def _base64(text: str, name: str, settings: ServeSettings) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as err:
-        raise ImageError(f"{name}: a string must be a base64-encoded image ({err})") from None
+        raise NotBase64Error(f"{name}: a string must be a base64-encoded image ({err})") from None
 
 
 def _header_size(raw: bytes, name: str) -> tuple[int, int]:

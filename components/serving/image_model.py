@@ -4,18 +4,21 @@ It carries its own face detector and serve settings, so ``models:/<name>@champio
 raw photo into per-face emotions with the preprocessing training used
 (``components.serving.detection``).
 
-Input (``model.predict(model_input, params={"mode": ..., "channel_order": ...})``):
+Input (``model.predict(model_input, params={"mode": ..., "channel_order": ...})``): what the
+peers take, a file path (in-process only), one image array (HxW gray, HxWx3 / HxWx4 in
+``channel_order``: ``bgr``, OpenCV's order and the default, or ``rgb``), encoded bytes (PNG,
+JPEG, BMP, WebP, TIFF), base64 text of those bytes (REST JSON has no bytes), or many of
+them: a list, a batch array, a DataFrame with an ``image`` column (the REST form), a dict
+``{"image": [...]}`` (REST ``inputs``). The rules that tell these apart, for arrays and for
+strings, are in ``components.serving.model_inputs``.
 
-- images: a DataFrame with an ``image`` column (the REST form), a list, a dict
-  ``{"image": [...]}`` (REST ``inputs``), or a single image. Each image is encoded bytes
-  (PNG, JPEG, BMP, WebP, TIFF), base64 text of those bytes (REST JSON has no bytes), or a
-  pixel array HxW (gray), HxWx3 / HxWx4 in ``channel_order`` (``bgr``, OpenCV's order and
-  the default, or ``rgb``). A numpy array is a batch: [N, H, W] or [N, H, W, C].
-  Output: one row per face, ``image`` (index of the input image), ``x, y, w, h`` (the box
-  in that image's pixels), one probability column per emotion and ``emotion`` (the top
-  one). An image without a face adds no rows.
-- face crops, the array form of the skeleton: uint8 [N, 48, 48] (or [N, 48, 48, 1], or N
-  rows of 2304 pixels). Output: one row per face, one probability column per emotion.
+- Images: one row per face: ``image`` (the input's index), ``source`` (its path, or
+  ``image <index>``), ``x, y, w, h`` (the box in that image's pixels), ``face_score`` (the
+  detector's confidence, None where it gives none: Haar), one probability column per emotion
+  and ``emotion`` (the top one). An image without a face adds no rows.
+- Face crops, the array form of the skeleton: uint8 [N, 48, 48] (or [N, 48, 48, 1], N rows
+  of 2304 pixels, one [48, 48] crop). Output: one row per face, one probability column per
+  emotion.
 
 ``mode``: ``auto`` (default: face-crop arrays are classified as they are, other images go
 through detection), ``detect`` (always detect, also in 48x48 arrays) or ``faces`` (every
@@ -47,12 +50,13 @@ from components.manifest import IMAGE_SIZE
 from components.model_input import INPUT_SHAPE
 from components.provenance import warn_if_synthetic
 from components.serving.detection import HAAR_CASCADE, FaceFinder, model_input
-from components.serving.image_input import (
-    CHANNEL_ORDERS,
-    ImageError,
-    as_uint8,
-    decode_image,
-    to_gray,
+from components.serving.image_input import CHANNEL_ORDERS, ImageError
+from components.serving.model_inputs import (
+    IMAGE_COLUMN,
+    READ_FILES,
+    face_array,
+    files_allowed,
+    read_images,
 )
 from components.settings import ServeSettings
 
@@ -63,11 +67,11 @@ DETECTOR_ARTIFACT = "face_detector"
 TRAINING_DATA_ARTIFACT = "training_data"  # components.provenance's record of the train set
 SERVING_DIR = Path(__file__).resolve().parent
 COMPONENTS_DIR = SERVING_DIR.parent
-IMAGE_COLUMN = "image"
+SOURCE_COLUMN = "source"
 BOX_COLUMNS = ("x", "y", "w", "h")
+SCORE_COLUMN = "face_score"
 TOP_COLUMN = "emotion"
 MODES = ("auto", "detect", "faces")
-_STRING_LIKE = (bytes, bytearray, memoryview, str)
 
 
 class EmotionClassifier(mlflow.pyfunc.PythonModel):
@@ -83,9 +87,10 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
             load_network(artifacts[KERAS_ARTIFACT]),
             json.loads(Path(artifacts[LABELS_ARTIFACT]).read_text()),
             ServeSettings.model_validate_json(Path(artifacts[SERVE_ARTIFACT]).read_text()),
-            Path(artifacts[DETECTOR_ARTIFACT]),
+            Path(artifacts[DETECTOR_ARTIFACT]) if DETECTOR_ARTIFACT in artifacts else None,
         )
         self.training_data = training_data(artifacts)
+        self.model_config = dict(context.model_config or {})
 
     @classmethod
     def from_keras(
@@ -96,6 +101,7 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
         model = cls()
         model._setup(load_network(keras_path), emotions, settings, None)
         model.training_data = None
+        model.model_config = {}
         return model
 
     def _setup(
@@ -104,7 +110,7 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
         self.network = network
         self.emotions = list(emotions)
         self.settings = settings
-        self.detector_file = detector_file  # None: the serve settings' file or OpenCV's
+        self.detector_file = detector_file  # None: the settings' file, OpenCV's, or mtcnn's
         self.finder = FaceFinder(settings, detector_file)
         self._margin = view_margin(network)
         self._warned = False
@@ -120,7 +126,10 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
             faces = None if mode == "detect" else face_array(model_input)
             if faces is not None:
                 return pd.DataFrame(self.probabilities(faces), columns=self.emotions)
-            return self.table(read_images(model_input, channel_order, self.settings), mode)
+            images = read_images(
+                model_input, channel_order, self.settings, files_allowed(self.model_config)
+            )
+            return self.table([i.gray for i in images], mode, [i.name for i in images])
         except ImageError as err:  # the REST server answers 400 with this message
             raise MlflowException.invalid_parameter_value(str(err)) from None
 
@@ -135,23 +144,33 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
         views = tta_views(model_input(crops).numpy(), self.settings.tta, self._margin)
         return sum(self._forward(view).numpy() for view in views) / len(views)
 
-    def table(self, images: list[np.ndarray], mode: str) -> pd.DataFrame:
-        """Grayscale images -> one row per face (all faces through the network at once)."""
+    def table(
+        self, images: list[np.ndarray], mode: str, names: list[str] | None = None
+    ) -> pd.DataFrame:
+        """Grayscale images -> one row per face (all faces through the network at once);
+        ``names`` fill the ``source`` column (default: ``image <index>``)."""
+        names = names or [f"image {index}" for index in range(len(images))]
         found = [self.finder.whole(g) if mode == "faces" else self.finder.detect(g) for g in images]
+        counts = [len(f.boxes) for f in found]
         boxes = np.concatenate([np.zeros((0, 4), np.int64), *(f.boxes for f in found)])
         crops = np.concatenate(
             [np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8), *(f.crops for f in found)]
         )
         probabilities = self.probabilities(crops)
         columns = {
-            IMAGE_COLUMN: np.repeat(
-                np.arange(len(found), dtype=np.int64), [len(f.boxes) for f in found]
-            )
+            IMAGE_COLUMN: np.repeat(np.arange(len(found), dtype=np.int64), counts),
+            SOURCE_COLUMN: np.repeat(np.array(names, dtype=object), counts),
         }
         columns.update({name: boxes[:, i] for i, name in enumerate(BOX_COLUMNS)})
+        columns[SCORE_COLUMN] = _nullable(np.concatenate([np.zeros(0), *(f.scores for f in found)]))
         columns.update({name: probabilities[:, i] for i, name in enumerate(self.emotions)})
         columns[TOP_COLUMN] = np.array(self.emotions, dtype=object)[probabilities.argmax(axis=1)]
         return pd.DataFrame(columns)
+
+
+def _nullable(scores: np.ndarray) -> np.ndarray:
+    """None where a detector gives no score: NaN would make the REST answer invalid JSON."""
+    return np.array([None if np.isnan(s) else float(s) for s in scores], dtype=object)
 
 
 def _options(params: dict | None) -> tuple[str, str]:
@@ -169,81 +188,13 @@ def _options(params: dict | None) -> tuple[str, str]:
     return mode, channel_order
 
 
-def face_array(model_input) -> np.ndarray | None:
-    """The skeleton's input, 48x48 face crops as an array or a 2304-column frame; else None."""
-    if isinstance(model_input, pd.DataFrame):
-        if IMAGE_COLUMN in model_input.columns or model_input.shape[1] != IMAGE_SIZE * IMAGE_SIZE:
-            return None
-        model_input = model_input.to_numpy()
-    if not isinstance(model_input, np.ndarray) or model_input.dtype.kind not in "uif":
-        return None
-    flat = model_input.ndim == 2 and model_input.shape[1] == IMAGE_SIZE * IMAGE_SIZE
-    crops = model_input.shape[1:] in ((IMAGE_SIZE, IMAGE_SIZE), (IMAGE_SIZE, IMAGE_SIZE, 1))
-    if not (flat or crops):
-        return None
-    return as_uint8(model_input.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), "face array")
-
-
-def read_images(model_input, channel_order: str, settings: ServeSettings) -> list[np.ndarray]:
-    """Every accepted image form -> grayscale uint8 arrays, checked against the limits."""
-    items = _image_items(model_input)
-    if len(items) > settings.max_images:
-        raise ImageError(
-            f"{len(items)} images in one call, over the limit of {settings.max_images}"
-        )
-    return [
-        _read(item, f"image {index}", channel_order, settings) for index, item in enumerate(items)
-    ]
-
-
-def _image_items(model_input) -> list:
-    if isinstance(model_input, pd.DataFrame):
-        if IMAGE_COLUMN not in model_input.columns:
-            raise ImageError(
-                f"a DataFrame needs an {IMAGE_COLUMN!r} column (base64 text, bytes or pixel "
-                f"arrays); got columns {[str(c) for c in model_input.columns[:8]]}"
-            )
-        return list(model_input[IMAGE_COLUMN])
-    if isinstance(model_input, dict):
-        if IMAGE_COLUMN not in model_input:
-            raise ImageError(
-                f"a dict input needs an {IMAGE_COLUMN!r} key; got keys {list(model_input)[:8]}"
-            )
-        model_input = model_input[IMAGE_COLUMN]
-    if isinstance(model_input, _STRING_LIKE):
-        return [model_input]
-    if isinstance(model_input, np.ndarray):
-        if model_input.dtype.kind in "OSU":
-            return list(model_input.ravel())
-        if model_input.ndim not in (3, 4):
-            raise ImageError(
-                "an array is a batch of images, [N, H, W] or [N, H, W, C]; "
-                f"got shape {model_input.shape}"
-            )
-        return list(model_input)
-    if isinstance(model_input, (list, tuple, pd.Series)):
-        return list(model_input)
-    raise ImageError(
-        f"unsupported input type {type(model_input).__name__}: see "
-        "components/serving/image_model.py"
-    )
-
-
-def _read(item, name: str, channel_order: str, settings: ServeSettings) -> np.ndarray:
-    if isinstance(item, _STRING_LIKE):
-        return decode_image(item, name, settings)
-    try:
-        pixels = np.asarray(item)
-    except ValueError as err:  # ragged nested lists
-        raise ImageError(f"{name}: not a pixel array ({err})") from None
-    return to_gray(pixels, channel_order, name, settings)
-
-
 def signature(emotions: tuple[str, ...] | list[str]) -> ModelSignature:
     outputs = Schema(
         [
             ColSpec("long", IMAGE_COLUMN),
+            ColSpec("string", SOURCE_COLUMN),
             *(ColSpec("long", name) for name in BOX_COLUMNS),
+            ColSpec("double", SCORE_COLUMN, required=False),  # null: the detector gives none
             *(ColSpec("float", name) for name in emotions),
             ColSpec("string", TOP_COLUMN),
         ]
@@ -263,9 +214,10 @@ def log_registry_model(
 ) -> str:
     """Log the pyfunc model in the active run; return its model URI.
 
-    The face detector file (OpenCV's cascade unless ``serve.detector_model`` names one), the
-    serve settings and the training data's provenance record (``data``) travel as artifacts,
-    so the model detects the same way anywhere and knows whether it learnt from real faces.
+    The face detector file (OpenCV's cascade unless ``serve.detector_model`` names one; none
+    for mtcnn, whose weights come with its package, a requirement then), the serve settings
+    and the training data's provenance record (``data``) travel as artifacts, so the model
+    detects the same way anywhere and knows whether it learnt from real faces.
     """
     serve = serve or ServeSettings()
     labels_path = work_dir / "emotions.json"
@@ -280,14 +232,23 @@ def log_registry_model(
                 KERAS_ARTIFACT: str(keras_path),
                 LABELS_ARTIFACT: str(labels_path),
                 SERVE_ARTIFACT: str(serve_path),
-                DETECTOR_ARTIFACT: str(serve.detector_model or HAAR_CASCADE),
+                **detector_artifact(serve),
                 **training_data_artifact(data, work_dir),
             },
             code_paths=[str(served_code(Path(scratch)))],
             signature=signature(emotions),
-            pip_requirements=pip_requirements(),
+            pip_requirements=pip_requirements(serve),
+            # declared, so that load_model(..., model_config={"read_files": False}) may override
+            model_config={READ_FILES: True},
         )
     return info.model_uri
+
+
+def detector_artifact(serve: ServeSettings) -> dict[str, str]:
+    """The artifacts entry of the detector's file: a cascade or YuNet's .onnx; mtcnn has none."""
+    if serve.detector == "mtcnn":
+        return {}
+    return {DETECTOR_ARTIFACT: str(serve.detector_model or HAAR_CASCADE)}
 
 
 def training_data_artifact(data: dict | None, work_dir: Path) -> dict[str, str]:
@@ -318,8 +279,11 @@ def served_code(scratch: Path) -> Path:
     return target
 
 
-def pip_requirements() -> list[str]:
+def pip_requirements(serve: ServeSettings | None = None) -> list[str]:
+    """What the model needs installed, pinned to this environment; mtcnn when it detects."""
     from importlib.metadata import version
+
+    mtcnn = serve is not None and serve.detector == "mtcnn"
 
     names = (
         "tensorflow",
@@ -331,5 +295,6 @@ def pip_requirements() -> list[str]:
         "pillow",
         "pydantic",
         "pyyaml",
+        *(("mtcnn", "lz4", "joblib") if mtcnn else ()),
     )
     return [f"{name}=={version(name)}" for name in names]

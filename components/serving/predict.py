@@ -34,12 +34,13 @@ LINES_SUFFIX = ".jsonl"
 
 
 def load_classifier(
-    model: str, serve: ServeSettings, mlflow_settings: MlflowSettings
+    model: str, serve: ServeSettings, mlflow_settings: MlflowSettings, store: str | None = None
 ) -> EmotionClassifier:
     """A registry URI (``models:/name@alias``), an MLflow model folder, or a ``.keras`` file.
 
     A ``.keras`` file has no detector settings of its own: ``serve`` supplies them, and the
-    emotions come from the ``run.json`` the train stage writes beside it.
+    emotions come from the ``run.json`` the train stage writes beside it. The registry is
+    ``store`` when the caller names one, else ``MLFLOW_TRACKING_URI``, else the settings'.
     """
     import mlflow
 
@@ -57,7 +58,7 @@ def load_classifier(
         )
     from components.mlflow_store import tracking_uri
 
-    uri = tracking_uri(mlflow_settings)
+    uri = store or tracking_uri(mlflow_settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     classifier = mlflow.pyfunc.load_model(model).unwrap_python_model()
@@ -87,13 +88,11 @@ def predict_images(
         except ImageError as err:
             skipped.append(str(err))
             continue
-        table = classifier.table([gray], mode).drop(columns="image")
-        table.insert(0, "source", str(path))
+        table = classifier.table([gray], mode, [str(path)]).drop(columns="image")
         tables.append(table)
         if annotate_dir is not None:
             write_annotated_image(path, annotate_dir / name, table, classifier.emotions)
     empty = classifier.table([], mode).drop(columns="image")
-    empty.insert(0, "source", pd.Series(dtype=object))
     return pd.concat([empty, *tables], ignore_index=True), skipped
 
 

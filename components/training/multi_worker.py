@@ -3,7 +3,7 @@
 Each machine runs the same train stage (``emoflow train -a ARCH -e SET``) with ``TF_CONFIG``
 naming the cluster and its own task (``infra/tf_config.example.json``). Every worker holds a
 replica of the network, reads every batch and keeps its share of it (data sharding, so the
-examples of a step are those of a one-machine run), and gradients are summed over the
+examples of a step are those of a one-machine run), and gradients are all-reduced across the
 workers at each step. What only one process may do falls to the chief (the ``chief`` task,
 else worker 0): the MLflow run, the checkpoints and the model folder. ``train.out_dir`` must
 lie on storage every worker reads (a shared volume), since all of them resume from the
@@ -63,11 +63,6 @@ def is_chief(current: tf.distribute.Strategy) -> bool:
     return current.extended.should_checkpoint
 
 
-def task_name(current: tf.distribute.Strategy) -> str:
-    resolver = current.cluster_resolver
-    return f"{resolver.task_type}-{resolver.task_id}"
-
-
 def shard_by_batch(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Each worker keeps its part of every batch. Sharding by file (TensorFlow's default)
     would give workers whole shards: with fewer shards than workers it cannot, and with
@@ -94,6 +89,11 @@ def check_agreement(current: tf.distribute.Strategy, **values: int) -> None:
                 f"the workers disagree on the {name} ({', '.join(map(str, seen))}): give them "
                 "the same data, settings and train.out_dir (on storage they share)"
             )
+
+
+def barrier(current: tf.distribute.Strategy) -> None:
+    """Return once every worker has reached this point."""
+    gather(current, [0])
 
 
 def any_worker(current: tf.distribute.Strategy, flag: bool) -> bool:

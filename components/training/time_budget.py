@@ -36,7 +36,12 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         self.epochs += 1
         spent = time.monotonic() - self.started
-        if self.agreed(spent + spent / self.epochs > self.seconds):
-            print(f"time budget: {spent / 60:.1f} of {self.seconds / 60:.0f} minutes spent")
+        over = spent + spent / self.epochs > self.seconds
+        if self.agreed(over):
+            print(
+                f"time budget: {spent / 60:.1f} of {self.seconds / 60:.0f} minutes spent"
+                if over
+                else "time budget: another worker's is spent"
+            )
             self.exhausted = True
             self.model.stop_training = True

@@ -134,10 +134,8 @@ def train(
                 )
                 budget = _time_budget(recipe, strategy)
                 history = _fit(network, cell, recipe, data, resumed, checkpoint, budget, strategy)
-                if not chief:
-                    _save_beside_the_chief(network)
-                    return None
-                outputs = _write_outputs(
+                outputs = _finish(
+                    strategy,
                     network,
                     history,
                     cell,
@@ -150,6 +148,8 @@ def train(
     finally:
         if not chief:
             checkpoints.discard(writes)
+    if outputs is None:
+        return None
     if budget is None or not budget.exhausted:
         checkpoints.discard(work)
     return TrainOutputs(*outputs, resumed_from=None if resumed is None else resumed.epoch)
@@ -219,11 +219,22 @@ def _time_budget(settings: TrainSettings, strategy: tf.distribute.Strategy) -> T
     return TimeBudget(settings.time_budget_minutes)
 
 
-def _save_beside_the_chief(network: keras.Model) -> None:
-    """A worker's part in the chief's save of the model: saving reads variables that every
-    worker sums, so all save; this copy is deleted."""
-    with tempfile.TemporaryDirectory(prefix="emoflow-worker-") as scratch:
-        network.save(Path(scratch) / MODEL_FILE)
+def _finish(
+    strategy: tf.distribute.Strategy, network: keras.Model, *outputs
+) -> tuple[Path, Path, str, str] | None:
+    """The chief writes the outputs (``_write_outputs(network, *outputs)``); another worker
+    takes part in the chief's save of the network (saving reads variables every worker sums)
+    into a folder it deletes, and returns None. In a cluster every worker returns once the
+    outputs are written, and fails if the chief did."""
+    if multi_worker.is_chief(strategy):
+        written = _write_outputs(network, *outputs)
+    else:
+        written = None
+        with tempfile.TemporaryDirectory(prefix="emoflow-worker-") as scratch:
+            network.save(Path(scratch) / MODEL_FILE)
+    if multi_worker.is_multi_worker(strategy):
+        multi_worker.barrier(strategy)
+    return written
 
 
 def training_data(

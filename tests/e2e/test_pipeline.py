@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import mlflow
 import numpy as np
 import pandas as pd
@@ -213,6 +214,20 @@ def test_champion_loads_from_the_registry_and_predicts(dvc_project, monkeypatch)
         to_model_input(faces), verbose=0
     )
     np.testing.assert_allclose(probabilities.to_numpy(), direct, atol=1e-6)
+
+
+def test_a_champion_of_the_sample_says_so_in_its_tags_and_warns_once_in_predict(dvc_project):
+    version = client_for(dvc_project).get_model_version_by_alias(MODEL_NAME, "champion")
+    assert version.tags["training_data"] == "synthetic-sample"
+    assert version.description.startswith(f"# Model card: {MODEL_NAME} version")
+    photos = dvc_project / "photos"
+    photos.mkdir()
+    faces = np.load(dvc_project / "data/interim/fer2013/pixels.npy")[:2]
+    for index, face in enumerate(faces):
+        cv2.imwrite(str(photos / f"face{index}.png"), cv2.resize(face, (192, 192)))
+    model = f"models:/{MODEL_NAME}@champion"
+    result = run(["emoflow", "predict", str(photos), "-m", model, "-o", "out.csv"], dvc_project)
+    assert result.stderr.count("trained on EmoFlow's synthetic sample") == 1, result.stderr
 
 
 def test_gate_refuses_a_model_below_threshold(prefect_project, monkeypatch):

@@ -13,10 +13,23 @@ from pydantic import ValidationError
 from components.manifest import Dataset, describe_pixels
 from components.records.input_pipelines import scoring_batches, training_batches
 from components.records.tfrecords import write_split
-from components.serving.detection import FaceFinder, crop_faces, drop_nested, model_input
+from components.serving.detection import (
+    FaceFinder,
+    MtcnnDetector,
+    crop_faces,
+    drop_nested,
+    model_input,
+)
 from components.serving.image_input import ImageError, decode_image, to_gray
 from components.settings import ServeSettings
-from tests.consumers import best_iou, canvas_with_faces, detectable_crops, face_crops, png
+from tests.consumers import (
+    best_iou,
+    canvas_with_faces,
+    detectable_crops,
+    face_crops,
+    png,
+    sample_photo,
+)
 
 SETTINGS = ServeSettings()
 
@@ -224,3 +237,68 @@ def test_training_and_serving_preprocessing_give_the_same_tensor(tmp_path):
         return x[np.lexsort(x.reshape(len(x), -1).T)]
 
     np.testing.assert_array_equal(order(trained), order(scored))
+
+
+# --- Detector choice: MTCNN, and scores ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> FaceFinder:
+    return FaceFinder(ServeSettings(detector="mtcnn"))
+
+
+def test_mtcnn_finds_the_faces_and_scores_each_one(mtcnn):
+    crops = face_crops()[:3]
+    image, placed = canvas_with_faces(list(crops), size=(720, 300))
+    faces = mtcnn.detect(gray(image))
+    assert len(faces.boxes) == 3 and faces.crops.shape == (3, 48, 48)
+    for (x, y, w, h), (px, py, side, _) in zip(faces.boxes, placed):  # tighter boxes than Haar's
+        assert (
+            abs(x + w / 2 - (px + side / 2)) < side / 5
+            and abs(y + h / 2 - (py + side / 2)) < side / 5
+        )
+    assert ((faces.scores >= SETTINGS.score_threshold) & (faces.scores <= 1)).all()
+
+
+def test_traced_and_shrunk_mtcnn_finds_what_the_package_finds(mtcnn):
+    """Our wrapping (traced stages, the image shrunk to 20 px faces) changes speed only."""
+    from mtcnn import MTCNN
+
+    photo = gray(cv2.imread(str(sample_photo())))
+    scale = MtcnnDetector.PYRAMID_FACE_PX / SETTINGS.min_face_px
+    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    (expected,) = MTCNN().detect_faces(
+        cv2.cvtColor(small, cv2.COLOR_GRAY2RGB), min_face_size=20, threshold_onet=0.8
+    )
+    faces = mtcnn.detect(photo)
+    np.testing.assert_allclose(faces.boxes[0], np.array(expected["box"]) / scale, atol=1)
+    assert faces.scores[0] == pytest.approx(expected["confidence"], abs=1e-4)
+
+
+def test_the_score_threshold_drops_less_certain_faces(mtcnn):
+    photo = gray(cv2.imread(str(sample_photo())))
+    faces = mtcnn.detect(photo)
+    assert len(faces.boxes) == 1 and 0.8 <= faces.scores[0] < 1
+    stricter = FaceFinder(
+        ServeSettings(detector="mtcnn", score_threshold=(faces.scores[0] + 1) / 2)
+    )
+    assert stricter.detect(photo).boxes.shape == (0, 4)
+
+
+def test_a_haar_cascade_gives_no_score(finder):
+    faces = finder.detect(gray(cv2.imread(str(sample_photo()))))
+    assert len(faces.boxes) == 1 and np.isnan(faces.scores).all()
+
+
+def test_mtcnn_takes_its_weights_from_its_package_not_the_working_directory(tmp_path, monkeypatch):
+    """mtcnn 1.0 would unpickle a pnet.lz4 found in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("pnet.lz4", "rnet.lz4", "onet.lz4"):
+        (tmp_path / name).write_bytes(b"not weights")
+    finder = FaceFinder(ServeSettings(detector="mtcnn"))
+    assert finder.detect(np.full((64, 64), 100, np.uint8)).boxes.shape == (0, 4)
+
+
+def test_mtcnn_takes_no_model_file(tmp_path):
+    with pytest.raises(ValidationError, match="detector mtcnn takes no detector_model"):
+        ServeSettings(detector="mtcnn", detector_model=tmp_path / "x.onnx")

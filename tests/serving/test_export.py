@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from components.serving.detection import model_input
-from components.serving.export import ExportError, export, onnx_probabilities, tflite_probabilities
+from components.serving.export import (
+    ExportError,
+    export,
+    onnx_contract,
+    onnx_probabilities,
+    tflite_contract,
+    tflite_probabilities,
+)
 from tests.consumers import EMOTIONS, face_crops, tiny_keras_model
 
 TOLERANCE = 1e-5
@@ -39,6 +46,42 @@ def test_export_matches_keras(exported, fmt):
     print(f"{fmt}: max |probability difference| from Keras = {difference:.2e}")
     assert difference < TOLERANCE
     assert np.array_equal(actual.argmax(axis=1), expected.argmax(axis=1))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_each_file_carries_its_emotion_names_and_input_contract(exported, fmt):
+    """A consumer with only the file knows what goes in and what each number means."""
+    network, outputs = exported
+    path = getattr(outputs, fmt)
+    written = (onnx_contract if fmt == "onnx" else tflite_contract)(path)
+    assert written["emotions"] == list(EMOTIONS)
+    assert written["input"]["name"] == "face" and written["input"]["shape"] == [None, 48, 48, 1]
+    assert written["input"]["range"] == [0.0, 1.0] and written["input"]["dtype"] == "float32"
+    assert written["output"]["name"] == "probabilities"
+    assert written["output"]["shape"] == [None, len(EMOTIONS)]
+    faces = np.stack(face_crops())
+    probabilities = (onnx_probabilities if fmt == "onnx" else tflite_probabilities)(
+        path, model_input(faces).numpy()
+    )
+    labelled = [written["emotions"][i] for i in probabilities.argmax(axis=1)]
+    keras_top = network(model_input(faces), training=False).numpy().argmax(axis=1)
+    assert labelled == [EMOTIONS[i] for i in keras_top]
+
+
+def test_inputs_and_outputs_are_named_not_identity(exported):
+    import onnx
+    import tensorflow as tf
+
+    _, outputs = exported
+    graph = onnx.load(str(outputs.onnx)).graph
+    assert [i.name for i in graph.input] == ["face"]
+    assert [o.name for o in graph.output] == ["probabilities"]
+    interpreter = tf.lite.Interpreter(model_path=str(outputs.tflite))
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["face"], "outputs": ["probabilities"]}
+    }
+    assert [d["name"] for d in interpreter.get_input_details()] == ["face"]
+    assert [d["name"] for d in interpreter.get_output_details()] == ["probabilities"]
 
 
 def test_parity_is_written_beside_the_models(exported):

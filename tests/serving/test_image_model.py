@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,10 +35,11 @@ from tests.consumers import (
     load_registered,
     png,
     register_tiny_model,
+    tracking,
 )
 
 ROOT = PROJECT_ROOT
-TABLE_COLUMNS = ["image", *BOX_COLUMNS, *EMOTIONS, "emotion"]
+TABLE_COLUMNS = ["image", "source", *BOX_COLUMNS, "face_score", *EMOTIONS, "emotion"]
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +140,41 @@ def test_every_input_form_gives_the_same_rows(model, scenes):
         pd.testing.assert_frame_equal(model.predict(model_input, params=params), expected)
 
 
+def test_the_peers_forms_give_the_same_faces_named_by_their_path(model, scenes, tmp_path):
+    """fer's and DeepFace's habits: a path, or one array straight from cv2.imread."""
+    image = scenes[0][1]
+    path = tmp_path / "one face.png"
+    path.write_bytes(png(image))
+    expected = model.predict(pd.DataFrame({"image": [png(image)]}))
+    assert expected["source"].tolist() == ["image 0"] and expected["face_score"].isna().all()
+    forms = [
+        (cv2.imread(str(path)), "image 0"),  # HxWx3: one photo, not H images
+        (cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), "image 0"),
+        (str(path), str(path)),
+        (path, str(path)),
+    ]
+    for model_input, source in forms:
+        result = model.predict(model_input)
+        assert result["source"].tolist() == [source]
+        pd.testing.assert_frame_equal(
+            result.drop(columns="source"), expected.drop(columns="source")
+        )
+    mixed = model.predict([image, str(path)])
+    assert mixed["image"].tolist() == [0, 1] and mixed["source"].tolist() == ["image 0", str(path)]
+
+
+def test_a_model_loaded_without_file_reading_takes_strings_as_base64(registered, tmp_path):
+    model_uri, uri = registered
+    path = tmp_path / "photo.png"
+    path.write_bytes(png(np.zeros((60, 60), np.uint8)))
+    with tracking(uri):
+        strict = mlflow.pyfunc.load_model(model_uri, model_config={"read_files": False})
+    with pytest.raises(MlflowException, match="image 0: a string must be a base64-encoded image"):
+        strict.predict(str(path))
+    with pytest.raises(MlflowException, match="file paths are read in-process only"):
+        strict.predict(path)
+
+
 def test_face_crop_arrays_keep_the_skeleton_contract(model):
     faces = np.stack(detectable_crops(3))
     network = model.unwrap_python_model().network
@@ -169,7 +206,7 @@ def test_the_network_reads_what_training_reads(model, scenes, tmp_path):
     classifier = model.unwrap_python_model()
     seen = []
     original = classifier._forward
-    classifier._forward = lambda x: seen.append(x.numpy()) or original(x)
+    classifier._forward = lambda x: seen.append(np.asarray(x)) or original(x)
     try:
         faces = np.stack(detectable_crops(2))
         manifest = pd.DataFrame(

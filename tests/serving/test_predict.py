@@ -159,7 +159,7 @@ def test_cli_predicts_a_folder_of_images_to_csv_and_json(keras_model, tmp_path):
     assert table["source"].map(lambda s: s.rsplit("/", 1)[-1]).tolist() == ["three.jpg"] * 3 + [
         "one.png"
     ]
-    assert list(table.columns) == ["source", "x", "y", "w", "h", *EMOTIONS, "emotion"]
+    assert list(table.columns) == ["source", "x", "y", "w", "h", "face_score", *EMOTIONS, "emotion"]
     assert (tmp_path / "annotated" / "nested" / "three.jpg").is_file()
     assert (tmp_path / "annotated" / "empty.png").is_file()
 

@@ -130,8 +130,11 @@ def test_an_image_round_trips_through_rest(served):
         served, {"dataframe_split": {"columns": ["image"], "data": [[i] for i in images]}}
     )
     assert response.status_code == 200, response.text
+    assert "NaN" not in response.text  # strict JSON: Haar's missing face scores are null
     rows = response.json()["predictions"]
     assert [row["image"] for row in rows] == [0, 1, 1, 1]
+    assert [row["source"] for row in rows] == ["image 0"] + ["image 1"] * 3
+    assert all(row["face_score"] is None for row in rows)
     for row, expected in zip(rows, [one_box, *three_boxes]):
         assert best_iou(expected, [[row[k] for k in ("x", "y", "w", "h")]]) > 0.6
         assert abs(sum(row[e] for e in EMOTIONS) - 1.0) < 1e-4 and row["emotion"] in EMOTIONS
@@ -188,3 +191,20 @@ def test_an_oversized_image_is_refused_and_the_server_carries_on(served):
     )
     assert not_json.status_code == 400
     assert requests.get(f"{served}/ping", timeout=5).status_code == 200
+
+
+def test_a_client_given_file_path_is_never_read_by_the_server(served, tmp_path):
+    """In-process a string may name a file; from a REST client it is only ever base64."""
+    image, _ = canvas_with_faces(detectable_crops(1))
+    path = tmp_path / "face.png"
+    path.write_bytes(png(image))  # a readable image on the server's own disk
+    payloads = [
+        {"dataframe_split": {"columns": ["image"], "data": [[str(path)]]}},
+        {"inputs": {"image": [str(path)]}},
+        {"inputs": [str(path)]},
+    ]
+    for payload in payloads:
+        response = invoke(served, payload)
+        assert response.status_code == 400, response.text
+        # taken as base64, not opened (MLflow itself may quote the request in its message)
+        assert "image 0: a string must be a base64-encoded image" in response.json()["message"]

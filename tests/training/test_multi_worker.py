@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -19,10 +18,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components.provenance import SyntheticSampleWarning
 from components.settings import load_params
 from components.training import checkpoints, multi_worker
 from components.training.runtime import distribution_strategy
-from flows import stages
 from tests.conftest import TINY_OVERRIDES, write_params
 from tests.processes import free_ports, log_tail, started
 
@@ -35,30 +34,13 @@ TRAIN = {
     "batch_size": 32,
     "dense_units": 8,
 }
-RUN_TIMEOUT = 600  # seconds for one training run of the cluster; about 40 on an idle machine
+RUN_TIMEOUT = 420  # seconds for one training run of the cluster; about 90 on a busy 2-core one
 EMOFLOW = str(Path(sys.executable).parent / "emoflow")
 
 
 def tf_config(ports: list[int], index: int) -> str:
     workers = [f"127.0.0.1:{port}" for port in ports]
     return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Iterator[Path]:
-    """The sample's shards (a dozen faces per class) and an MLflow store of its own."""
-    folder = tmp_path_factory.mktemp("multi-worker")
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        params = load_params(write_params(folder, {**TINY_OVERRIDES, "train": TRAIN}))
-        for stage in (stages.sample, stages.ingest, stages.preprocess):
-            stage(params)
-    finally:
-        os.chdir(previous)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        yield folder
 
 
 def train_on_two_workers(project: Path, logs: Path, params: list[str]) -> dict[str, Path]:
@@ -74,7 +56,6 @@ def train_on_two_workers(project: Path, logs: Path, params: list[str]) -> dict[s
             **os.environ,
             "TF_CONFIG": tf_config(ports, index),
             "TMPDIR": str(tmp[name]),
-            "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
         }
     commands = {
         name: [EMOFLOW, "train", "-p", params[index], "-a", "convnn", "-e", "ahs"]
@@ -117,12 +98,7 @@ def test_two_workers_train_one_model_that_only_the_chief_writes(project, tmp_pat
     tmp = train_on_two_workers(project, tmp_path, [params, params])
 
     folder = project / "models_plain" / CELL
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "curves.png",
-        "history.json",
-        "model.keras",
-        "run.json",
-    ]
+    assert {"model.keras", "run.json", "history.json", "curves.png"} <= set(left_in(folder))
     assert len(json.loads((folder / "history.json").read_text())["loss"]) == 1
     written = json.loads((folder / "run.json").read_text())
     assert (written["architecture"], written["emotion_set"]) == ("convnn", "ahs")
@@ -130,14 +106,15 @@ def test_two_workers_train_one_model_that_only_the_chief_writes(project, tmp_pat
     assert [run.info.run_id for run in new] == [written["run_id"]], "one MLflow run: the chief's"
     assert new[0].info.status == "FINISHED" and new[0].data.params["model.architecture"] == "convnn"
     for name in ("worker-0", "worker-1"):
-        assert "Epoch 1/1" in (tmp_path / f"{name}.log").read_text(), f"{name} trained"
+        assert "val_accuracy:" in (tmp_path / f"{name}.log").read_text(), f"{name} trained"
         assert left_in(tmp[name]) == [], f"{name} left temporary files"
     assert not checkpoints.checkpoint_folder(project / "models_plain", CELL).exists()
 
     version = mlflow.register_model(written["model_uri"], "multi-worker-convnn")
     model = mlflow.pyfunc.load_model(f"models:/multi-worker-convnn/{version.version}")
     faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48), dtype=np.uint8)
-    probabilities = model.predict(faces)
+    with pytest.warns(SyntheticSampleWarning):
+        probabilities = model.predict(faces)
     assert list(probabilities.columns) == EMOTIONS
     np.testing.assert_allclose(probabilities.to_numpy().sum(axis=1), 1.0, atol=1e-5)
 
@@ -159,7 +136,8 @@ def test_a_cluster_stops_together_and_resumes_from_the_chiefs_checkpoint(
     work = checkpoints.checkpoint_folder(out_dir, CELL)
 
     first_tmp = train_on_two_workers(project, tmp_path / "first", [tight, roomy])
-    assert "time budget" in (tmp_path / "first" / "worker-1.log").read_text()
+    worker = (tmp_path / "first" / "worker-1.log").read_text()
+    assert "time budget: another worker's is spent" in worker, "stopped by the chief's budget"
     assert [p.name for p in work.glob("epoch-*")] == ["epoch-0001"], "kept for the rerun"
     first = json.loads((out_dir / CELL / "run.json").read_text())
     first_loss = json.loads((out_dir / CELL / "history.json").read_text())["loss"]

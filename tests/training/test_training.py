@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -239,24 +238,6 @@ def test_an_unreadable_checkpoint_is_reported_and_training_starts_afresh(tmp_pat
 
 
 # --- every architecture, end to end on tiny data ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Iterator[Path]:
-    """Tiny data for every network (FER2013-like faces and CK+-like sequences, as shards) and
-    one MLflow store for the module: creating a sqlite store costs seconds."""
-    folder = tmp_path_factory.mktemp("training-project")
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        params = load_params(write_params(folder, {**TINY_OVERRIDES, "train": TINY_TRAIN}))
-        for stage in (stages.sample, stages.ingest, stages.preprocess):
-            stage(params)
-    finally:
-        os.chdir(previous)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        yield folder
 
 
 def _params(project: Path, **train):

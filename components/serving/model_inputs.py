@@ -1,0 +1,187 @@
+"""What the registry model takes, and how it tells one form of input from another.
+
+Consumers arrive with the peers' habits (fer's ``FER().detect_emotions(img)``, DeepFace's
+``analyze(img)``): a file path, one array straight from ``cv2.imread``, a list of them,
+encoded bytes, base64 text. Shapes and strings are ambiguous ([600, 512, 3] is one colour
+photo, or 600 images 3 pixels wide), so the rules are fixed here, in this order, and each is
+tested (``tests/serving/test_model_inputs.py``).
+
+Arrays (numpy):
+
+1. Face crops, classified as they are (modes ``auto`` and ``faces``): [N, 48, 48],
+   [N, 48, 48, 1], N flat rows [N, 2304] (also a DataFrame of 2304 columns), and one crop
+   [48, 48] or [48, 48, 1]. So a 48x48 gray photo is taken as a face (``mode=detect``
+   searches it instead), and a 2304-pixel-wide gray photo with N rows as N crops.
+2. A last axis of 1, 3 or 4 is channels: [H, W, C] is one image, [N, H, W, C] N images.
+3. [H, W] is one gray image; [N, H, W] (a last axis other than 1, 3 or 4) N gray images.
+
+Anything else is a sequence of images, one per item: a list, tuple or Series, a DataFrame's
+``image`` column, a dict's ``image`` key (REST ``inputs``), or one bytes or string value.
+An item is an array (rules 2 and 3 for one image), encoded bytes (PNG, JPEG, BMP, WebP,
+TIFF), a path, or a string:
+
+- a ``pathlib.Path`` is a file;
+- a ``str`` starting ``data:`` is a base64 data URL;
+- a ``str`` of at most 4,096 characters naming an existing regular file is that file (base64
+  text of an image, a PNG's starting ``iVBOR``, a JPEG's ``/9j/``, names no file);
+- any other ``str`` is base64 text of an encoded image.
+
+Files are read in-process only. MLflow's scoring server passes on its clients' strings, and a
+path there would let any client make the server read its own files: in the process MLflow
+marks as its serving environment, and in a model loaded with
+``model_config={"read_files": False}`` (for an application that forwards its users' strings),
+a string is only ever base64 and a ``Path`` is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.manifest import IMAGE_SIZE
+from components.serving.image_input import (
+    ImageError,
+    NotBase64Error,
+    as_uint8,
+    decode_image,
+    read_file,
+    to_gray,
+)
+from components.settings import ServeSettings
+
+IMAGE_COLUMN = "image"
+READ_FILES = "read_files"  # the model_config key that can turn file reading off
+MAX_PATH_CHARS = 4096  # Linux's PATH_MAX: a longer string names no file
+CHANNELS = (1, 3, 4)
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+@dataclass(frozen=True)
+class NamedImage:
+    """One input image, gray, and its name: its path, or ``image <index>`` without one (what
+    its errors and the output's ``source`` column call it)."""
+
+    name: str
+    gray: np.ndarray
+
+
+def files_allowed(model_config: dict | None) -> bool:
+    """Whether strings may name files: not in MLflow's scoring server, nor where the model
+    was loaded with ``read_files: false``. Asked at each call: MLflow marks its serving
+    process after the model is loaded."""
+    from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT as SERVING
+
+    return not SERVING.get() and bool((model_config or {}).get(READ_FILES, True))
+
+
+def face_array(model_input) -> np.ndarray | None:
+    """Rule 1: face crops as uint8 [N, 48, 48]; None for every other input."""
+    if isinstance(model_input, pd.DataFrame):
+        if IMAGE_COLUMN in model_input.columns or model_input.shape[1] != IMAGE_SIZE * IMAGE_SIZE:
+            return None
+        model_input = model_input.to_numpy()
+    if not isinstance(model_input, np.ndarray) or model_input.dtype.kind not in "uif":
+        return None
+    shape, crop = model_input.shape, (IMAGE_SIZE, IMAGE_SIZE)
+    flat = len(shape) == 2 and shape[1] == IMAGE_SIZE * IMAGE_SIZE
+    crops = shape[1:] in (crop, (*crop, 1)) or shape in (crop, (*crop, 1))
+    if not (flat or crops):
+        return None
+    return as_uint8(model_input.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), "face array")
+
+
+def read_images(
+    model_input, channel_order: str, settings: ServeSettings, files: bool
+) -> list[NamedImage]:
+    """Every accepted image form -> named gray uint8 images, checked against the limits."""
+    items = image_items(model_input)
+    if len(items) > settings.max_images:
+        raise ImageError(
+            f"{len(items)} images in one call, over the limit of {settings.max_images}"
+        )
+    return [
+        _read(item, f"image {index}", channel_order, settings, files)
+        for index, item in enumerate(items)
+    ]
+
+
+def image_items(model_input) -> list:
+    """The input as a list of single images (rules 2 and 3 for arrays)."""
+    if isinstance(model_input, pd.DataFrame):
+        if IMAGE_COLUMN not in model_input.columns:
+            raise ImageError(
+                f"a DataFrame needs an {IMAGE_COLUMN!r} column (base64 text, bytes or pixel "
+                f"arrays); got columns {[str(c) for c in model_input.columns[:8]]}"
+            )
+        return list(model_input[IMAGE_COLUMN])
+    if isinstance(model_input, dict):
+        if IMAGE_COLUMN not in model_input:
+            raise ImageError(
+                f"a dict input needs an {IMAGE_COLUMN!r} key; got keys {list(model_input)[:8]}"
+            )
+        model_input = model_input[IMAGE_COLUMN]
+    if isinstance(model_input, (*_BYTES_LIKE, str, Path)):
+        return [model_input]
+    if isinstance(model_input, np.ndarray):
+        return _array_items(model_input)
+    if isinstance(model_input, (list, tuple, pd.Series)):
+        return list(model_input)
+    raise ImageError(
+        f"unsupported input type {type(model_input).__name__}: see "
+        "components/serving/model_inputs.py"
+    )
+
+
+def _array_items(array: np.ndarray) -> list:
+    if array.dtype.kind in "OSU":
+        return list(array.ravel())
+    one_image = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in CHANNELS)
+    if one_image:
+        return [array]
+    if array.ndim in (3, 4):
+        return list(array)
+    raise ImageError(
+        "an array is one image, [H, W] or [H, W, C], or a batch, [N, H, W] or [N, H, W, C] "
+        f"(C = 1, 3 or 4); got shape {array.shape}"
+    )
+
+
+def _read(item, name: str, channel_order: str, settings: ServeSettings, files: bool) -> NamedImage:
+    if isinstance(item, Path) or (isinstance(item, str) and files and names_a_file(item)):
+        if not files:
+            raise ImageError(f"{name}: file paths are read in-process only, never by a server")
+        return NamedImage(str(item), read_file(Path(item), settings))
+    if isinstance(item, str):
+        return NamedImage(name, _decode_text(item, name, settings, files))
+    if isinstance(item, _BYTES_LIKE):
+        return NamedImage(name, decode_image(item, name, settings))
+    try:
+        pixels = np.asarray(item)
+    except ValueError as err:  # ragged nested lists
+        raise ImageError(f"{name}: not a pixel array ({err})") from None
+    return NamedImage(name, to_gray(pixels, channel_order, name, settings))
+
+
+def _decode_text(text: str, name: str, settings: ServeSettings, files: bool) -> np.ndarray:
+    try:
+        return decode_image(text, name, settings)
+    except NotBase64Error:
+        if not files:
+            raise
+        raise ImageError(
+            f"{name}: a string must be a file path or a base64-encoded image; "
+            f"{text[:80]!r} names no file here and is not base64"
+        ) from None
+
+
+def names_a_file(text: str) -> bool:
+    """Whether ``text`` is the path of an existing regular file (a ``data:`` URL never is)."""
+    if len(text) > MAX_PATH_CHARS or text.startswith("data:"):
+        return False
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
