@@ -9,14 +9,13 @@ model far below ``fer``'s level, which the real-data thresholds exist to stop.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.e2e.test_pipeline import PROJECT_FILES, client_for, run
+from tests.e2e.test_pipeline import client_for, copy_project, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 SHORT = {"train": {"architectures": ["convnn"], "epochs": 1}, "evaluate": {"tta": "none"}}
@@ -28,14 +27,7 @@ def real_run(tmp_path_factory) -> Path:
 
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not available at {SHARED_DATA}")
-    project = tmp_path_factory.mktemp("real-data")
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, project / name)
+    project = copy_project(tmp_path_factory.mktemp("real-data"))  # its params replaced below
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["profiles"]["short"] = SHORT
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
