@@ -393,7 +393,10 @@ class PromoteSettings(_Block):
     value_thresholds: dict[str, ValueThreshold] = {"fer2013.accuracy": 0.9}
     change_thresholds: dict[str, float] = {"fer2013.accuracy": 0.02}
     out_dir: Path = Path("reports/promotion")
-    retries: Annotated[int, Field(ge=0)] = 3  # registry calls, for a store that is briefly away
+    # Promotions of one registered model take turns (components/judging/promotion_lock.py):
+    # a promoter waits this long for the lock, which a dead holder keeps this long at most.
+    lock_wait_seconds: Annotated[float, Field(ge=0)] = 900.0
+    lock_lease_seconds: Annotated[float, Field(ge=5)] = 60.0
 
     def registered_name(self, cell: ModelCell) -> str:
         return self.model_name.format(emotion_set=cell.emotion_set, architecture=cell.architecture)
@@ -423,7 +426,32 @@ class ServeSettings(_Block):
     detect_max_side: Annotated[int, Field(ge=64)] = 1280  # larger images are shrunk to detect
     max_image_bytes: Annotated[int, Field(ge=1)] = 10 * 2**20  # per encoded image
     max_image_pixels: Annotated[int, Field(ge=1)] = 40_000_000  # per image, checked before decoding
-    max_images: Annotated[int, Field(ge=1)] = 64  # per predict call (one REST request)
+    # Per predict call (one REST request), face crops included: 10,000 crops in one call cost
+    # the network's activations for all of them at once.
+    max_images: Annotated[int, Field(ge=1)] = 64
+    # All the encoded images of one call together (bytes, base64, files): what a call holds
+    # in memory before its first image is decoded.
+    max_request_bytes: Annotated[int, Field(ge=1)] = 32 * 2**20
+    # All the images of one call together, from their headers, before any is decoded: the
+    # per-image limit alone let one call of 64 tiny PNGs declare 2.5 billion pixels.
+    max_request_pixels: Annotated[int, Field(ge=1)] = 100_000_000
+    # A call stops between images past this many seconds (504), so work a client gave up on
+    # does not go on; below MLflow's scoring-server timeout (60 s, `-t`), which answers 504
+    # but leaves the work running. The server's own timeout caps it too, when lower.
+    request_timeout_seconds: Annotated[float, Field(gt=0.0)] = 50.0
+    # Images decoded and searched at once, across concurrent calls: each holds one decoded
+    # image (up to max_image_pixels bytes, gray), so this bounds the server's peak memory.
+    parallel_images: Annotated[int, Field(ge=1)] = 1
+    # Images waiting for a turn; past it, the waiting call with the most pixels behind and
+    # ahead of it is refused (503, retry later) so that cheap calls are not starved.
+    queued_images: Annotated[int, Field(ge=0)] = 4
+    # `emoflow serve` (components.serving.rest_server), before MLflow reads a body: the request
+    # bodies read, parsed and predicted at once, in bytes (a chunked one counts all of it; a
+    # larger one runs alone). MLflow's parsing of a 32 MB JSON array of pixels costs ~450 MB.
+    parallel_request_bytes: Annotated[int, Field(ge=1)] = 32 * 2**20
+    # ...and the requests waiting for their turn, smallest body first; past it, the largest
+    # waiting is refused with 503 and Retry-After, its body unread.
+    queued_requests: Annotated[int, Field(ge=0)] = 4
     # Test-time views averaged per face (components.face_views); ten_crop costs 10 passes.
     tta: TestTimeViews = "none"
 
@@ -458,10 +486,20 @@ class PredictSettings(_Block):
 
 
 class MlflowSettings(_Block):
-    """Tracking store; ``MLFLOW_TRACKING_URI`` in the environment wins over this."""
+    """Tracking store; ``MLFLOW_TRACKING_URI`` in the environment wins over this.
+
+    A store that is busy (a locked sqlite file) or away (a server restarting) is retried with
+    backoff for ``retry_seconds`` in all, then the command fails with one line naming it.
+    ``request_timeout_seconds`` and ``http_retries`` bound each call to a tracking server
+    (MLflow's own defaults let one call hang for about 16 minutes); the environment's
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` win over them.
+    """
 
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "emoflow"
+    retry_seconds: Annotated[float, Field(ge=0)] = 60.0
+    request_timeout_seconds: Annotated[float, Field(gt=0)] = 20.0
+    http_retries: Annotated[int, Field(ge=0)] = 2
 
 
 class FlowSettings(_Block):

@@ -8,6 +8,7 @@ kept for real bugs.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,24 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 app = typer.Typer(
     help="EmoFlow: a reproducible facial expression recognition pipeline.", no_args_is_help=True
 )
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import version
+
+        typer.echo(f"emoflow {version('emoflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """EmoFlow: a reproducible facial expression recognition pipeline."""
+
 
 ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="Settings file.")
 ArchitectureOption = typer.Option(
@@ -118,16 +137,46 @@ def reference(
 
 
 @app.command(name="registry")
-def registry_list(params: Path = ParamsOption) -> None:
+def registry_list(
+    params: Path = ParamsOption,
+    as_json: bool = typer.Option(False, "--json", help="One JSON document, for scripts."),
+) -> None:
     """List registered models, their versions, aliases and blessings."""
     from components import mlflow_store
     from components.judging import registry
 
     settings = _guarded("registry", lambda: load_params(params))
-    client = mlflow_store.connect(settings.mlflow)
-    for name in registry.model_names(client):
+
+    def listing() -> list[tuple[str, list]]:
+        client = mlflow_store.connect(settings.mlflow)
+        return mlflow_store.retried(
+            lambda: [
+                (name, registry.versions(client, name)) for name in registry.model_names(client)
+            ],
+            "listing the registered models",
+            settings.mlflow,
+        )
+
+    models = _guarded("registry", listing)
+    if as_json:
+        document = {
+            name: [
+                {
+                    "version": v.version,
+                    "aliases": list(v.aliases),
+                    "blessing": v.tags.get(registry.BLESSING_TAG),
+                    "run_id": v.run_id,
+                    "tags": v.tags,
+                }
+                for v in versions
+            ]
+            for name, versions in models
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    for name, versions in models:
         typer.echo(name)
-        for v in registry.versions(client, name):
+        for v in versions:
             aliases = ",".join(v.aliases) or "-"
             typer.echo(
                 f"  v{v.version:<4} aliases={aliases:<22} "
@@ -143,8 +192,11 @@ def rollback(name: str, params: Path = ParamsOption) -> None:
     from components.judging import registry
 
     settings = _guarded("rollback", lambda: load_params(params))
-    client = mlflow_store.connect(settings.mlflow)
-    before, after = _guarded("rollback", lambda: registry.rollback(client, name))
+
+    def moved() -> tuple[str, str]:
+        return registry.rollback(mlflow_store.connect(settings.mlflow), name, settings.mlflow)
+
+    before, after = _guarded("rollback", moved)
     typer.echo(f"{name}: champion moved from v{before} back to v{after}")
 
 
@@ -239,6 +291,29 @@ def demo(
         return "stopped"
 
     _consumer("demo", action)
+
+
+@app.command()
+def serve(
+    model: str | None = ModelOption,
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on; another than loopback exposes the model."
+    ),
+    port: int = typer.Option(5001, "--port", help="Port for the REST server."),
+    params: Path = ParamsOption,
+) -> None:
+    """MLflow's REST scoring server for a model (models:/NAME@ALIAS or a model folder), behind
+    EmoFlow's limits: request body size, and requests read and predicted at once (503 past them)."""
+    from components.serving import rest_server
+
+    def action() -> str:
+        settings = load_params(params)
+        rest_server.serve(
+            model or settings.predict.model, settings.serve, settings.mlflow, host, port
+        )
+        return "stopped"
+
+    _consumer("serve", action)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,14 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # On a loaded machine Prefect's temporary API server can take a minute to answer (20 s default).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# prefect_test_harness has a timeout of its own (30 s by default): the same for it.
+PREFECT_STARTUP_TIMEOUT = int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+
+from tests.leftovers import pytest_configure, pytest_sessionfinish  # noqa: E402, F401 (hooks)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EMOFLOW_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -58,3 +62,32 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not available at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# Test files named ``test_*_cluster.py`` start clusters of TensorFlow processes (Dask workers,
+# multi-worker training). Under pytest-xdist they form one unit of work, so that no two
+# clusters share the cores (their workers would starve and be taken for lost), and they go
+# first, beside the other test worker's files, as the longest unit.
+CLUSTER_SCOPE = "clusters"
+
+
+def is_cluster_file(path: str) -> bool:
+    return Path(path).stem.endswith("_cluster")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not is_cluster_file(item.nodeid.split("::")[0]))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ClustersTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return CLUSTER_SCOPE if is_cluster_file(scope) else scope
+
+    config.option.loadscopereorder = False  # keep the cluster unit first
+    return ClustersTogether(config, log)

@@ -10,7 +10,9 @@ silently.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import gzip
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -74,18 +76,73 @@ def read_csv_strings(path: Path, columns: tuple[str, ...], setting: str) -> pd.D
     ``setting`` names the params key that points at the file, so the message says what
     to fix.
     """
-    try:
+    with _csv_errors(path, columns, setting):
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    _check_columns(path, table, columns)
+    return table
+
+
+def read_csv_chunks(
+    path: Path, columns: tuple[str, ...], setting: str, rows: int
+) -> Iterator[pd.DataFrame]:
+    """The csv as strings, ``rows`` rows at a time, each chunk indexed by its file row.
+
+    For files too large to hold as a table of strings (a 1M-image FER2013 csv is 8 GB).
+    A file with a header and no rows yields one empty chunk, as ``read_csv_strings`` returns
+    an empty table. Problems of the whole file are raised as by ``read_csv_strings``, and a
+    row the parser rejects half-way through the file ends the iteration with an error too.
+    """
+    with _csv_errors(path, columns, setting):
+        reader = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=rows)
+    with reader:
+        while True:
+            with _csv_errors(path, columns, setting):
+                chunk = next(reader, None)
+            if chunk is None:
+                return
+            _check_columns(path, chunk, columns)
+            yield chunk
+
+
+@contextmanager
+def _csv_errors(path: Path, columns: tuple[str, ...], setting: str) -> Iterator[None]:
+    """pandas' and the decompressor's errors as an IngestError naming the file."""
+    try:
+        yield
     except FileNotFoundError:
         raise IngestError(f"{path}: file not found ({setting} in params.yaml)") from None
     except pd.errors.EmptyDataError:
         raise IngestError(f"{path}: file is empty, expected a header {','.join(columns)}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as err:
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err) from None
+    except (pd.errors.ParserError, OSError, EOFError) as err:
         raise IngestError(f"{path}: not a readable csv: {err}") from None
+
+
+def _not_utf8(path: Path, err: UnicodeDecodeError) -> IngestError:
+    """The error for a byte that is not UTF-8, naming its line.
+
+    The decoder's position counts from the start of pandas' read buffer, not of the file, so
+    the file is read again, a line at a time, to find the first line that does not decode.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                where = csv_row(number - 2) if number > 1 else "line 1 (the header)"
+                return IngestError(
+                    f"{path}: {where}: byte 0x{line[bad.start]:02x} at column {bad.start + 1} "
+                    "is not UTF-8 (is the file in another encoding, or damaged?)"
+                )
+    return IngestError(f"{path}: not a readable csv: {err}")
+
+
+def _check_columns(path: Path, table: pd.DataFrame, columns: tuple[str, ...]) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise IngestError(
             f"{path}: missing column(s) {', '.join(missing)}; "
             f"the header is {','.join(table.columns)}, expected {','.join(columns)}"
         )
-    return table

@@ -6,6 +6,8 @@ votes (``components.ingest.ferplus``), aligned with the csv's rows, can relabel 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,90 +20,209 @@ from components.ingest.bad_records import (
     IngestError,
     Quarantine,
     csv_row,
-    read_csv_strings,
+    read_csv_chunks,
 )
 from components.ingest.ferplus import read_ferplus
+from components.ingest.pixel_stream import PixelWriter, keep_rows
 from components.ingest.splits import carve_validation
-from components.manifest import IMAGE_SIZE, Dataset, describe_pixels
+from components.manifest import (
+    COLUMNS,
+    DEFAULTS,
+    IMAGE_SIZE,
+    MANIFEST,
+    PIXELS,
+    SOFT_LABELS,
+    Dataset,
+    describe_pixels,
+)
+from components.provenance import write_provenance
 from components.settings import IngestSettings
 
 FER2013_COLUMNS = ("emotion", "pixels", "Usage")
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
+# Rows parsed at a time. What ingest holds of the csv is one chunk of pixel text (~35 MB)
+# plus the manifest's small columns, so its memory does not grow with the pixels.
+CHUNK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What one pass over the csv keeps of every row: small columns, never pixel text."""
+
+    usages: np.ndarray  # every row's Usage: FER+ votes are aligned with all rows
+    labels: np.ndarray  # every row's canonical label, "" for a code that is not one
+    parsed: np.ndarray  # the rows without a problem, whose pixels went to the sink in order
+    described: list[pd.DataFrame]  # describe_pixels of the parsed rows, a frame per chunk
+
+
+@dataclass(frozen=True)
+class _Labelled:
+    """The manifest of the rows that stay, and which of the parsed rows they are."""
+
+    manifest: pd.DataFrame
+    keep: np.ndarray  # bool per parsed row
+    soft: np.ndarray | None
 
 
 def read_fer2013_csv(
-    path: Path, settings: IngestSettings, quarantine: Quarantine | None = None
+    path: Path,
+    settings: IngestSettings,
+    quarantine: Quarantine | None = None,
+    chunk_rows: int | None = None,
 ) -> Dataset:
-    """Parse the canonical Kaggle ``emotion,pixels,Usage`` csv (plain or .gz).
+    """Parse the canonical Kaggle ``emotion,pixels,Usage`` csv (plain or .gz) into memory.
 
     With ``ingest.ferplus`` set, labels are the FER+ majority votes instead of the
     ``emotion`` column, and images without one are left out (``components.ingest.ferplus``).
+    The ingest stage streams the csv to disk instead (:func:`write_fer2013_csv`); this is
+    for callers that want the dataset itself (the TFDS builder, tests), and gives the same.
+    Either parses ``chunk_rows`` rows at a time (default :data:`CHUNK_ROWS`).
     """
     if quarantine is None:
         quarantine = Quarantine(settings.on_bad_record)
-    table = _read_csv_table(path)
-    usages = table["Usage"].to_numpy()
-    fer_labels = np.array([_fer2013_label(code) for code in table["emotion"]], dtype=object)
-    problems = _row_problems(path, table, fer_labels, settings)
+    blocks: list[np.ndarray] = []
+    scan = _scan(path, settings, quarantine, blocks.append, chunk_rows or CHUNK_ROWS)
+    labelled = _labelled(path, scan, settings, quarantine)
+    pixels = np.concatenate(blocks)[labelled.keep]
+    return Dataset(labelled.manifest, pixels, labelled.soft)
+
+
+def write_fer2013_csv(
+    path: Path,
+    settings: IngestSettings,
+    folder: Path,
+    provenance: dict,
+    quarantine: Quarantine | None = None,
+    chunk_rows: int | None = None,
+) -> int:
+    """Parse the csv into the interim files in ``folder`` (a fresh temporary folder).
+
+    Pixels go to ``pixels.npy`` a chunk at a time, so memory stays flat from 30k to 1M
+    images; rows that FER+ leaves out, known only once the votes are read, are dropped by
+    one more streamed pass. Returns the number of images written.
+    """
+    if quarantine is None:
+        quarantine = Quarantine(settings.on_bad_record)
+    with PixelWriter(folder / PIXELS) as writer:
+        scan = _scan(path, settings, quarantine, writer.append, chunk_rows or CHUNK_ROWS)
+    labelled = _labelled(path, scan, settings, quarantine)
+    if not labelled.keep.all():
+        keep_rows(folder / PIXELS, labelled.keep)
+    manifest = labelled.manifest.assign(**DEFAULTS)
+    manifest.loc[:, list(COLUMNS)].to_parquet(folder / MANIFEST, index=False)
+    if labelled.soft is not None:
+        np.save(folder / SOFT_LABELS, labelled.soft.astype(np.float32))
+    write_provenance(folder, provenance)
+    return len(manifest)
+
+
+def _scan(
+    path: Path,
+    settings: IngestSettings,
+    quarantine: Quarantine,
+    sink: Callable[[np.ndarray], None],
+    chunk_rows: int,
+) -> _Scan:
+    """Check and parse the csv chunk by chunk; hand each chunk's good images to ``sink``.
+
+    Bad rows go to ``quarantine`` chunk by chunk, so in ``error`` mode the first bad row
+    stops ingest without reading the rest of the file.
+    """
+    usages: list[pd.Categorical] = []
+    fer_labels: list[np.ndarray] = []
+    parsed: list[np.ndarray] = []
+    described: list[pd.DataFrame] = []
+    chunks = read_csv_chunks(path, FER2013_COLUMNS, "ingest.fer2013", chunk_rows)
+    with tqdm(desc=f"parse {path.name}", unit="img", mininterval=5) as progress:
+        for table in chunks:
+            first = int(table.index[0]) if len(table) else 0
+            codes = np.array([_fer2013_label(code) for code in table["emotion"]], dtype=object)
+            problems = _row_problems(path, table, first, codes, settings)
+            pixels = _parse_chunk(path, table, first, problems)
+            quarantine.set_aside(problems[row] for row in sorted(problems))
+            good = np.ones(len(table), dtype=bool)
+            good[list(problems)] = False
+            if good.any():
+                sink(pixels[good])
+                described.append(describe_pixels(pixels[good]))
+            usages.append(pd.Categorical(table["Usage"]))
+            fer_labels.append(codes)
+            parsed.append(first + np.flatnonzero(good))
+            progress.update(len(table))
+    if not sum(len(u) for u in usages):
+        raise IngestError(f"{path}: has a header but no rows")
+    return _Scan(
+        usages=np.asarray(pd.api.types.union_categoricals(usages)),
+        labels=np.concatenate(fer_labels),
+        parsed=np.concatenate(parsed),
+        described=described,
+    )
+
+
+def _parse_chunk(
+    path: Path, table: pd.DataFrame, first: int, problems: dict[int, BadRecord]
+) -> np.ndarray:
+    """The chunk's images; a row that fails to parse gets its problem and stays zero."""
     pixels = np.zeros((len(table), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
-    for row, text in enumerate(tqdm(table["pixels"], desc=f"parse {path.name}", unit="img")):
-        if row not in problems:
+    for position, text in enumerate(table["pixels"]):
+        if position not in problems:
             try:
-                pixels[row] = _parse_pixels(path, row, text)
+                pixels[position] = _parse_pixels(path, first + position, text)
             except BadRecord as err:
-                problems[row] = err
-    quarantine.set_aside(problems[row] for row in sorted(problems))
-    good = np.ones(len(table), dtype=bool)
-    good[list(problems)] = False
+                problems[position] = err
+    return pixels
+
+
+def _labelled(
+    path: Path, scan: _Scan, settings: IngestSettings, quarantine: Quarantine
+) -> _Labelled:
+    """Labels (the csv's or FER+'s), splits and ids of the parsed rows that stay."""
+    good = np.zeros(len(scan.usages), dtype=bool)
+    good[scan.parsed] = True
     soft = None
     if settings.ferplus is None:
-        label_names = fer_labels
+        label_names = scan.labels
     else:
-        votes = read_ferplus(settings.ferplus, np.where(good, usages, ""), path, quarantine)
+        votes = read_ferplus(settings.ferplus, np.where(good, scan.usages, ""), path, quarantine)
         label_names = votes.labels
         good &= label_names != ""
         soft = votes.soft if settings.ferplus_soft_labels else None
     rows = np.flatnonzero(good)
     if len(rows) == 0:
         raise IngestError(f"{path}: no usable rows are left")
+    numbers = pd.Series(rows, dtype=str)
     manifest = pd.DataFrame(
         {
-            "id": [f"fer2013-{row:05d}" for row in rows],
+            "id": "fer2013-" + numbers.str.zfill(5),
             "dataset": "fer2013",
-            "split": _fer2013_splits(usages[rows], label_names[rows], settings),
+            "split": _fer2013_splits(scan.usages[rows], label_names[rows], settings),
             "label": label_names[rows],
             "subject": "",
             "sequence": "",
             "frame": -1,
-            "source": [f"{path.name}:row {row}" for row in rows],
+            "source": f"{path.name}:row " + numbers,
         }
     )
-    kept = pixels[rows]
-    return Dataset(
-        pd.concat([manifest, describe_pixels(kept)], axis=1),
-        kept,
-        None if soft is None else soft[rows],
+    keep = good[scan.parsed]
+    described = pd.concat(scan.described, ignore_index=True)[keep].reset_index(drop=True)
+    return _Labelled(
+        pd.concat([manifest, described], axis=1), keep, None if soft is None else soft[rows]
     )
-
-
-def _read_csv_table(path: Path) -> pd.DataFrame:
-    """The csv as strings; only problems of the whole file are raised here."""
-    table = read_csv_strings(path, FER2013_COLUMNS, "ingest.fer2013")
-    if table.empty:
-        raise IngestError(f"{path}: has a header but no rows")
-    return table
 
 
 def _row_problems(
-    path: Path, table: pd.DataFrame, fer_labels: np.ndarray, settings: IngestSettings
+    path: Path, table: pd.DataFrame, first: int, fer_labels: np.ndarray, settings: IngestSettings
 ) -> dict[int, BadRecord]:
-    """The first problem of each row that shows without parsing its pixels."""
+    """The first problem of each row of a chunk that shows without parsing its pixels.
+
+    Keyed by position in the chunk; ``first`` is the file row of the chunk's first row.
+    """
     problems: dict[int, BadRecord] = {}
     blank = (table.loc[:, list(FER2013_COLUMNS)] == "").to_numpy()
     for row in np.flatnonzero(blank.any(axis=1)).tolist():
         empty = [column for column, is_blank in zip(FER2013_COLUMNS, blank[row]) if is_blank]
         problems[row] = BadRecord(
-            path, f"empty {', '.join(empty)} (is the file truncated?)", csv_row(row)
+            path, f"empty {', '.join(empty)} (is the file truncated?)", csv_row(first + row)
         )
     for row, usage in enumerate(table["Usage"]):
         if usage not in settings.usage_splits:
@@ -111,7 +232,7 @@ def _row_problems(
                     path,
                     f"Usage {usage!r} is not one of {', '.join(settings.usage_splits)} "
                     "(ingest.usage_splits)",
-                    csv_row(row),
+                    csv_row(first + row),
                 ),
             )
     for row in np.flatnonzero(fer_labels == "").tolist():
@@ -119,9 +240,9 @@ def _row_problems(
             row,
             BadRecord(
                 path,
-                f"emotion {table.at[row, 'emotion']!r} is not a FER2013 code "
+                f"emotion {table['emotion'].iloc[row]!r} is not a FER2013 code "
                 f"0..{max(labels.FER2013_CODES)}",
-                csv_row(row),
+                csv_row(first + row),
             ),
         )
     return problems

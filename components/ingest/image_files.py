@@ -20,26 +20,32 @@ from components.manifest import IMAGE_SIZE
 T = TypeVar("T")
 
 
-def read_gray(path: Path) -> np.ndarray:
-    """Decode any still image into 8-bit grayscale (16-bit images keep their top 8 bits)."""
+def read_gray(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode any still image into 8-bit grayscale (16-bit images keep their top 8 bits).
+
+    With ``size`` (width, height), an image of another size is refused from its header,
+    before decoding: a 12000x12000 PNG among 48x48 crops would otherwise cost 144 MB and
+    seconds to decode, only to be refused.
+    """
     try:
         with Image.open(path) as image:
+            if size is not None and image.size != size:
+                raise BadRecord(
+                    path, f"image is {image.width}x{image.height}, expected {size[0]}x{size[1]}"
+                )
             image.load()
             if image.mode.startswith("I;16"):
                 return (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
             return np.asarray(image.convert("L"))
+    except BadRecord:  # a ValueError too, but already names what is wrong
+        raise
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise BadRecord(path, f"cannot decode the image ({err})") from None
 
 
 def read_face_48(path: Path) -> np.ndarray:
     """An already cropped face (CK+48, FER2013 folders): must be 48x48 as distributed."""
-    image = read_gray(path)
-    if image.shape != (IMAGE_SIZE, IMAGE_SIZE):
-        raise BadRecord(
-            path, f"image is {image.shape[1]}x{image.shape[0]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}"
-        )
-    return image
+    return read_gray(path, (IMAGE_SIZE, IMAGE_SIZE))
 
 
 def read_all(

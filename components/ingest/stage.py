@@ -15,10 +15,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.artifacts import staged_dir
 from components.ingest.bad_records import QUARANTINE_JSON, IngestError, Quarantine
 from components.ingest.ckplus48 import read_ckplus48
 from components.ingest.ckplus_original import is_original_layout, read_ckplus_original
-from components.ingest.fer2013_csv import read_fer2013_csv
+from components.ingest.fer2013_csv import read_fer2013_csv, write_fer2013_csv
 from components.ingest.fer2013_folders import read_fer2013_folders
 from components.manifest import Dataset, write_dataset
 from components.provenance import source_record
@@ -37,27 +38,39 @@ class IngestOutputs:
 
 
 def ingest(settings: IngestSettings) -> IngestOutputs:
-    """Read both datasets, then write both: a bad file leaves earlier outputs untouched."""
+    """Read and write both datasets, then publish them together: all of them or none.
+
+    Everything is built in a staging folder beside ``ingest.out_dir`` that replaces it only
+    once both datasets (and the quarantine report) are complete, so a bad file or a kill
+    leaves the previous outputs whole. The FER2013 csv is parsed straight into the staging
+    folder, a chunk at a time (``fer2013_csv.write_fer2013_csv``).
+    """
     quarantine = Quarantine(settings.on_bad_record)
-    fer = read_fer2013(settings.fer2013, settings, quarantine)
-    ckplus = read_ckplus(settings.ckplus, settings, quarantine)
+    with staged_dir(settings.out_dir, owns=("fer2013", "ckplus", QUARANTINE_JSON)) as staging:
+        _write_fer2013(settings.fer2013, settings, staging / "fer2013", quarantine)
+        ckplus = read_ckplus(settings.ckplus, settings, quarantine)
+        write_dataset(staging / "ckplus", ckplus, source_record(settings.ckplus))
+        if quarantine.skip:
+            quarantine.write(staging / QUARANTINE_JSON)
     report = settings.out_dir / QUARANTINE_JSON
-    outputs = IngestOutputs(
+    if quarantine.records:
+        log.warning("%d bad records were left out; %s lists them", len(quarantine.records), report)
+    return IngestOutputs(
         settings.out_dir / "fer2013",
         settings.out_dir / "ckplus",
         report if quarantine.skip else None,
     )
-    write_dataset(outputs.fer2013, fer, source_record(settings.fer2013))
-    write_dataset(outputs.ckplus, ckplus, source_record(settings.ckplus))
-    if quarantine.skip:
-        quarantine.write(report)
-        if quarantine.records:
-            log.warning(
-                "%d bad records were left out; %s lists them", len(quarantine.records), report
-            )
+
+
+def _write_fer2013(
+    path: Path, settings: IngestSettings, folder: Path, quarantine: Quarantine
+) -> None:
+    """Write FER2013's interim files into ``folder``; the csv streams, image folders do not."""
+    if path.is_dir():
+        write_dataset(folder, read_fer2013(path, settings, quarantine), source_record(path))
     else:
-        report.unlink(missing_ok=True)  # it described an earlier run that skipped records
-    return outputs
+        folder.mkdir()
+        write_fer2013_csv(path, settings, folder, source_record(path), quarantine)
 
 
 def read_fer2013(

@@ -12,13 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from mlflow.models import Model
+from mlflow.models.model import MLMODEL_FILE_NAME as MLMODEL_FILE
+from mlflow.pyfunc import FLAVOR_NAME
 
 from components import mlflow_store
 from components.artifacts import read_json, write_json, write_text
+from components.face_views import load_network
 from components.judging import registry
 from components.judging.evaluate import (
     METRICS_FILE,
@@ -29,7 +34,8 @@ from components.judging.evaluate import (
 )
 from components.judging.gate import Check, Verdict, judge
 from components.judging.model_card import CARD_FILE, TrainingData, model_card
-from components.model_files import RUN_FILE
+from components.judging.promotion_lock import promotion_lock
+from components.model_files import MODEL_FILE, RUN_FILE
 from components.model_kinds import SEQUENCES_DIR
 from components.provenance import TRAINING_DATA_TAG, read_provenance
 from components.records.tfrecords import shard_paths
@@ -64,44 +70,50 @@ def promote(
     cell = run_cell(run)
     name = settings.registered_name(cell)
     metrics = read_json(evaluate_settings.out_dir / model_dir.name / METRICS_FILE)
-    uri = mlflow_store.tracking_uri(mlflow_settings)
-    retry = lambda action, what: registry.with_retries(action, what, uri, settings.retries)  # noqa: E731
-    client = retry(lambda: mlflow_store.connect(mlflow_settings), "connecting")
-
-    current = retry(lambda: registry.champion(client, name), f"reading the champion of {name}")
-    champion_metrics = (
-        _rescore(name, current.version, cell, processed, sequence_dataset, evaluate_settings)
-        if current
-        else None
-    )
-    verdict = judge(
-        metrics, champion_metrics, settings.value_thresholds, settings.change_thresholds
-    )
+    client = mlflow_store.connect(mlflow_settings)
+    retried = lambda action, what: mlflow_store.retried(action, what, mlflow_settings)  # noqa: E731
+    run_params = retried(lambda: mlflow.get_run(run["run_id"]).data.params, "reading the run")
+    trained_on = training_data(run_params)
+    scored = scored_folders(cell, processed, sequence_dataset, evaluate_settings)
     version = None
-    trained_on = training_data(run["run_id"])
-    if verdict.value_passed:
-        tags = _version_tags(
-            cell, run, scored_folders(cell, processed, sequence_dataset, evaluate_settings), verdict
-        )
-        tags[TRAINING_DATA_TAG] = trained_on.kind
-        version = retry(
-            lambda: registry.register_once(client, name, run["run_id"], run["model_uri"], tags),
-            f"registering {name}",
-        )
-        card = model_card(name, version, cell, run["run_id"], trained_on, metrics, verdict)
-        retry(
-            lambda: client.update_model_version(name, version, description=card),
-            "writing the model card",
-        )
-        retry(
-            lambda: client.set_registered_model_alias(name, registry.CHALLENGER, version),
-            "setting the challenger alias",
-        )
-        if verdict.passed:
-            retry(
-                lambda: client.set_registered_model_alias(name, registry.CHAMPION, version),
-                "moving the champion alias",
+    with promotion_lock(
+        client, name, settings.lock_wait_seconds, settings.lock_lease_seconds, mlflow_settings
+    ) as lock:
+        # Read, compare and move in one turn: no other promotion of this name runs meanwhile.
+        current = retried(lambda: registry.champion(client, name), f"reading {name}'s champion")
+        champion_metrics = (
+            _rescore(
+                client, name, current.version, cell, processed, sequence_dataset, evaluate_settings
             )
+            if current
+            else None
+        )
+        verdict = judge(
+            metrics, champion_metrics, settings.value_thresholds, settings.change_thresholds
+        )
+        if verdict.value_passed:
+            tags = _version_tags(cell, run_params, scored, verdict)
+            tags[TRAINING_DATA_TAG] = trained_on.kind
+            version = retried(
+                lambda: registry.register_once(client, name, run["run_id"], run["model_uri"], tags),
+                f"registering {name}",
+            )
+            card = model_card(name, version, cell, run["run_id"], trained_on, metrics, verdict)
+            retried(
+                lambda: client.update_model_version(name, version, description=card),
+                "writing the model card",
+            )
+            retried(
+                lambda: client.set_registered_model_alias(name, registry.CHALLENGER, version),
+                "setting the challenger alias",
+            )
+            if verdict.passed:
+                lock.check_held()
+                retried(
+                    lambda: client.set_registered_model_alias(name, registry.CHAMPION, version),
+                    "moving the champion alias",
+                )
+        after = retried(lambda: registry.champion(client, name), f"reading {name}'s champion")
     if version is None:  # refused: the card of the candidate, for the reports
         card = model_card(name, None, cell, run["run_id"], trained_on, metrics, verdict)
     write_text(card_path(settings.out_dir, model_dir.name), card)
@@ -112,17 +124,23 @@ def promote(
         "version": version,
         "run_id": run["run_id"],
         "champion_before": current.version if current else None,
+        "champion_after": after.version if after else None,  # read back after the move
         "champion_metrics": champion_metrics,
     }
     write_json(report, blessing)
-    with mlflow.start_run(run_id=run["run_id"]):
-        mlflow.log_dict(blessing, "promotion/blessing.json")
-        mlflow.log_text(card, CARD_FILE)
-        mlflow.set_tag(registry.BLESSING_TAG, "passed" if verdict.passed else "failed")
+
+    def log_blessing() -> None:
+        with mlflow.start_run(run_id=run["run_id"]):
+            mlflow.log_dict(blessing, "promotion/blessing.json")
+            mlflow.log_text(card, CARD_FILE)
+            mlflow.set_tag(registry.BLESSING_TAG, "passed" if verdict.passed else "failed")
+
+    retried(log_blessing, "logging the blessing")
     return Blessing(verdict.passed, verdict.value_passed, verdict.checks, name, version, report)
 
 
 def _rescore(
+    client: mlflow.MlflowClient,
     name: str,
     version: str,
     cell: ModelCell,
@@ -130,20 +148,42 @@ def _rescore(
     sequence_dataset: str,
     settings: EvaluateSettings,
 ) -> dict:
-    """The champion's metrics on today's data, by the same scoring code as the candidate's."""
-    network = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().network
+    """The champion's metrics on today's data, by the same scoring code as the candidate's.
+
+    Only the champion's Keras file is loaded, in Keras' safe mode: loading the registry model
+    itself would unpickle its Python code into this process, so whoever could write to the
+    registry could run code in the pipeline.
+    """
+    with tempfile.TemporaryDirectory(prefix="emoflow-champion-") as folder:
+        network = load_network(_registered_keras_file(client, name, version, Path(folder)))
     scores = score_model(network, cell, processed, sequence_dataset, settings)
     return {dataset: s.metrics for dataset, s in scores.items()}
 
 
+def _registered_keras_file(
+    client: mlflow.MlflowClient, name: str, version: str, folder: Path
+) -> Path:
+    """Download a registered version's network alone: the ``.keras`` file among the artifacts
+    its MLmodel file lists (image and sequence models both carry exactly one)."""
+    source = client.get_model_version_download_uri(name, version)
+    mlmodel = mlflow.artifacts.download_artifacts(f"{source}/{MLMODEL_FILE}", dst_path=folder)
+    artifacts = Model.load(mlmodel).flavors[FLAVOR_NAME].get("artifacts", {})
+    networks = [
+        a["path"] for a in artifacts.values() if a["path"].endswith(Path(MODEL_FILE).suffix)
+    ]
+    if len(networks) != 1:
+        raise EvaluationError(f"{name} v{version}: no single Keras network among its artifacts")
+    return Path(mlflow.artifacts.download_artifacts(f"{source}/{networks[0]}", dst_path=folder))
+
+
 def _version_tags(
-    cell: ModelCell, run: dict, scored: list[Path], verdict: Verdict
+    cell: ModelCell, run_params: dict[str, str], scored: list[Path], verdict: Verdict
 ) -> dict[str, str]:
     """What a consumer needs to trace a version back: code, data, settings and the verdict."""
     return {
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "data_hash": _data_hash(scored),
-        "params_hash": _params_hash(run["run_id"]),
+        "params_hash": _params_hash(run_params),
         "architecture": cell.architecture,
         "emotion_set": cell.emotion_set,
         "emotions": ",".join(cell.emotions),
@@ -157,9 +197,9 @@ def card_path(out_dir: Path, key: str) -> Path:
     return out_dir / f"{key}.{CARD_FILE}"
 
 
-def training_data(run_id: str) -> TrainingData:
+def training_data(run_params: dict[str, str]) -> TrainingData:
     """The training data of a run, from the records folder its ``data.folder`` param names."""
-    folder = Path(mlflow.get_run(run_id).data.params.get("data.folder", "unknown"))
+    folder = Path(run_params.get("data.folder", "unknown"))
     dataset = folder.parent if folder.name == SEQUENCES_DIR else folder
     record = read_provenance(dataset)
     shards = shard_paths(folder, ["train", "val"]) if folder.is_dir() else []
@@ -172,9 +212,8 @@ def training_data(run_id: str) -> TrainingData:
     )
 
 
-def _params_hash(run_id: str) -> str:
+def _params_hash(params: dict[str, str]) -> str:
     """Hash of the training run's logged settings: equal hashes, equal recipes."""
-    params = mlflow.get_run(run_id).data.params
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -192,11 +231,21 @@ def _files_hash(paths: list) -> str:
     return digest.hexdigest()[:16]
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """HEAD, marked ``-dirty`` when tracked code differs from it (dvc.lock aside, which every
+    run rewrites), so a tag never claims a commit the model's code was not."""
     try:
-        result = subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock"],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     except OSError:
         return "unknown"
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if changed.stdout.strip() else "")

@@ -1,66 +1,29 @@
 """Registry operations: register once per run, tag, move aliases, list, roll back.
 
 Everything goes through the MLflow client's own operations. Registration is idempotent
-(a run has at most one version of a name) and retried when the store is briefly away;
-a version is only created after every check has passed, so a failure never leaves a
-version that claims a blessing it did not get.
+(a run has at most one version of a name); callers retry these operations while the store is
+busy or away (``components.mlflow_store.retried``). A version is only created after every
+check has passed, so a failure never leaves a version that claims a blessing it did not get.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
 from components.errors import EmoFlowError
+from components.mlflow_store import retried
+from components.settings import MlflowSettings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 BLESSING_TAG = "blessing"
 
-T = TypeVar("T")
-
 
 class RegistryError(EmoFlowError, RuntimeError):
     """The registry cannot be reached or does not hold what was asked for."""
-
-
-def with_retries(
-    action: Callable[[], T], what: str, uri: str, retries: int, delay: float = 1.0
-) -> T:
-    """Run ``action``; on connection-type failures retry with backoff, then fail clearly."""
-    for attempt in range(retries + 1):
-        try:
-            return action()
-        except MlflowException as err:
-            if err.get_http_status_code() < 500 and not _looks_unreachable(err):
-                raise  # a real answer from the store (bad name, ...): retrying cannot help
-            last = err
-        except OSError as err:  # connection refused, unreadable sqlite file, ...
-            last = err
-        if attempt < retries:
-            time.sleep(delay * 2**attempt)
-    raise RegistryError(
-        f"MLflow store {uri}: {what} failed after {retries + 1} tries: {last}"
-    ) from None
-
-
-def _looks_unreachable(err: MlflowException) -> bool:
-    text = str(err).lower()
-    return any(
-        s in text
-        for s in (
-            "connection",
-            "unable to open database",
-            "database is locked",
-            "max retries",
-            "timed out",
-        )
-    )
 
 
 @dataclass(frozen=True)
@@ -133,21 +96,33 @@ def model_names(client: mlflow.MlflowClient) -> list[str]:
     return sorted(m.name for m in client.search_registered_models())
 
 
-def rollback(client: mlflow.MlflowClient, name: str) -> tuple[str, str]:
-    """Move champion to the newest blessed version older than the current champion."""
-    current = champion(client, name)
+def rollback(client: mlflow.MlflowClient, name: str, settings: MlflowSettings) -> tuple[str, str]:
+    """Move champion to the newest blessed version older than the current champion.
+
+    Each call is retried on its own while the store is busy: retrying the whole would, after
+    a move that went through, roll back one version further.
+    """
+    current = retried(lambda: champion(client, name), f"reading {name}'s champion", settings)
     if current is None:
         raise RegistryError(f"{name}: has no champion to roll back")
     earlier = [
         v
-        for v in versions(client, name)
+        for v in retried(lambda: versions(client, name), f"listing {name}", settings)
         if int(v.version) < int(current.version) and v.tags.get(BLESSING_TAG) == "passed"
     ]
     if not earlier:
         raise RegistryError(f"{name}: no blessed version older than champion v{current.version}")
     target = earlier[-1].version
-    client.set_registered_model_alias(name, CHAMPION, target)
-    client.set_model_version_tag(name, current.version, "rolled_back", "true")
+    retried(
+        lambda: client.set_registered_model_alias(name, CHAMPION, target),
+        "moving the champion alias",
+        settings,
+    )
+    retried(
+        lambda: client.set_model_version_tag(name, current.version, "rolled_back", "true"),
+        "tagging the rolled-back version",
+        settings,
+    )
     return current.version, target
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import plots
-from components.artifacts import atomic_dir
+from components.artifacts import staged_dir
 from components.manifest import read_dataset
 from components.model_input import to_model_input
 from components.provenance import read_provenance, write_provenance
@@ -40,25 +40,33 @@ class PreprocessOutputs:
 def preprocess(
     interim: Mapping[str, Path], settings: PreprocessSettings, augment: AugmentSettings
 ) -> PreprocessOutputs:
-    """Write shards for every dataset in ``interim`` (name -> interim folder)."""
-    shards = {}
-    for name, folder in interim.items():
-        dataset = read_dataset(folder)
-        target = settings.out_dir / name
-        with atomic_dir(target) as tmp:
-            for split in sorted(dataset.manifest["split"].unique()):
-                write_split(dataset, split, tmp, settings.examples_per_shard)
-            write_sequences(dataset, tmp, settings.examples_per_shard)
-            rows = dataset.manifest["split"].value_counts().sort_index()
-            write_provenance(
-                tmp, {**read_provenance(folder), "rows": {k: int(v) for k, v in rows.items()}}
-            )
-        shards[name] = target
+    """Write shards for every dataset in ``interim`` (name -> interim folder).
+
+    All datasets are written into one staging folder that replaces ``preprocess.out_dir``
+    once every one is complete, so a failure or a kill never leaves new FER2013 shards
+    beside old CK+ ones.
+    """
+    with staged_dir(settings.out_dir, owns=interim) as staging:
+        for name, folder in interim.items():
+            _write_records(folder, staging / name, settings)
     first = read_dataset(next(iter(interim.values())))
     grid = augmentation_grid(
         first.pixels[:GRID_ORIGINALS], first.manifest["label"][:GRID_ORIGINALS], augment
     )
+    shards = {name: settings.out_dir / name for name in interim}
     return PreprocessOutputs(shards=shards, augmentation_grid=grid)
+
+
+def _write_records(interim: Path, target: Path, settings: PreprocessSettings) -> None:
+    """One dataset's shards per split, its sequence records and its provenance record."""
+    dataset = read_dataset(interim)
+    for split in sorted(dataset.manifest["split"].unique()):
+        write_split(dataset, split, target, settings.examples_per_shard)
+    write_sequences(dataset, target, settings.examples_per_shard)
+    rows = dataset.manifest["split"].value_counts().sort_index()
+    write_provenance(
+        target, {**read_provenance(interim), "rows": {k: int(v) for k, v in rows.items()}}
+    )
 
 
 def augmentation_grid(pixels: np.ndarray, names: Sequence[str], settings: AugmentSettings) -> Path:

@@ -11,11 +11,13 @@ Datasets with sequences (CK+) also get sequence records under ``sequences/``: on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
+from tqdm import tqdm
 
 from components import labels
 from components.manifest import IMAGE_SIZE, Dataset
@@ -41,18 +43,37 @@ def shard_name(split: str, index: int, count: int) -> str:
 
 
 def write_split(dataset: Dataset, split: str, folder: Path, examples_per_shard: int) -> list[Path]:
-    """Write the rows of one split into as many shards as ``examples_per_shard`` requires."""
+    """Write the rows of one split into as many shards as ``examples_per_shard`` requires.
+
+    Each shard's pixels are copied out of the dataset when the shard is written, so the
+    images held at once are one shard's, however many the dataset has.
+    """
     rows = np.flatnonzero(dataset.manifest["split"].to_numpy() == split)
-    # Columns are pulled out once: a pandas row lookup per image costs seconds on FER2013.
-    label_index = [labels.CANONICAL.index(name) for name in dataset.manifest["label"]]
-    ids = dataset.manifest["id"].tolist()
-    return _write_shards(
-        folder,
-        split,
-        list(rows),
-        lambda row: _example(dataset.pixels[row], label_index[row], ids[row]),
-        examples_per_shard,
-    )
+    label_index = pd.Categorical(dataset.manifest["label"], categories=labels.CANONICAL).codes
+    if (label_index[rows] < 0).any():
+        unknown = set(dataset.manifest["label"].iloc[rows[label_index[rows] < 0]])
+        raise ValueError(f"labels {sorted(unknown)} are not in {labels.CANONICAL}")
+    ids = dataset.manifest["id"]
+
+    def examples(chunk: np.ndarray) -> Iterator[tf.train.Example]:
+        shard = rows[chunk]
+        images = _take(dataset.pixels, shard)
+        for image, label, ident in zip(images, label_index[shard], ids.iloc[shard], strict=True):
+            yield _example(image, int(label), ident)
+
+    return _write_shards(folder, split, len(rows), examples, examples_per_shard)
+
+
+def _take(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A copy of ``pixels[rows]``; a memory-mapped file is mapped afresh for it.
+
+    Pages read through one mapping of the whole file stay resident until it is unmapped, so
+    preprocess would grow by the whole pixel file (2.3 GB at a million images); a mapping
+    per shard is released with the shard.
+    """
+    if isinstance(pixels, np.memmap) and pixels.filename is not None:
+        pixels = np.memmap(pixels.filename, pixels.dtype, "r", pixels.offset, pixels.shape)
+    return np.array(pixels[rows])
 
 
 def write_sequences(dataset: Dataset, folder: Path, examples_per_shard: int) -> list[Path]:
@@ -75,24 +96,32 @@ def write_sequence_split(
 ) -> list[Path]:
     """Write the sequences of one split, one record per sequence, into shards under ``folder``."""
     chosen = [s for s in sequences if s.split == split]
-    return _write_shards(
-        folder, split, chosen, lambda s: _sequence_example(dataset, s), examples_per_shard
-    )
+
+    def examples(chunk: np.ndarray) -> Iterator[tf.train.Example]:
+        return (_sequence_example(dataset, chosen[position]) for position in chunk)
+
+    return _write_shards(folder, split, len(chosen), examples, examples_per_shard)
 
 
 def _write_shards(
-    folder: Path, split: str, items: list, to_example: Callable, examples_per_shard: int
+    folder: Path,
+    split: str,
+    items: int,
+    examples: Callable[[np.ndarray], Iterable[tf.train.Example]],
+    examples_per_shard: int,
 ) -> list[Path]:
-    count = max(1, -(-len(items) // examples_per_shard))
+    """Shard ``items`` evenly; ``examples`` gives the records of one shard's positions."""
+    count = max(1, -(-items // examples_per_shard))
     options = tf.io.TFRecordOptions(compression_type=COMPRESSION)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index, chunk in enumerate(np.array_split(np.arange(len(items)), count)):
+    shards = np.array_split(np.arange(items), count)
+    for index, chunk in enumerate(tqdm(shards, desc=f"shards {split}", mininterval=5)):
         path = folder / shard_name(split, index, count)
         with tf.io.TFRecordWriter(str(path), options) as writer:
-            for position in chunk:
+            for example in examples(chunk):
                 # deterministic: protobuf map order otherwise varies between processes
-                writer.write(to_example(items[position]).SerializeToString(deterministic=True))
+                writer.write(example.SerializeToString(deterministic=True))
         paths.append(path)
     return paths
 

@@ -194,8 +194,13 @@ class FaceFinder:
         return _boxes(self._found(gray))
 
     def _found(self, gray: np.ndarray) -> np.ndarray:
-        """Detect on a copy shrunk to ``detect_max_side``: Haar's cost grows with the area."""
+        """Detect on a copy shrunk to ``detect_max_side``: Haar's cost grows with the area.
+
+        An image whose short side would be under the smallest face once shrunk holds no face
+        to find: a 20000x1 image would shrink to no rows at all, which OpenCV refuses."""
         scale = min(1.0, self.settings.detect_max_side / max(gray.shape))
+        if min(gray.shape) * scale < self.settings.min_face_px:
+            return _with_scores(np.zeros((0, 4)))
         if scale < 1.0:
             small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             found = self._detect(small, self.settings.min_face_px)
@@ -227,9 +232,17 @@ class FaceFinder:
 
     @staticmethod
     def whole(gray: np.ndarray) -> Faces:
-        """The image is one face (face-crop mode): no detection, the box is the whole image."""
-        box = np.array([[0, 0, gray.shape[1], gray.shape[0]]], np.int64)
-        return Faces(box, crop_faces(gray, box, margin=0.0), np.full(1, np.nan))
+        """The image is one face (face-crop mode): no detection, the box is the whole image.
+
+        It is shrunk to the crop's size before it is squared: squared first, a 40000x1 image
+        would become 40000x40000 pixels of padding."""
+        height, width = gray.shape
+        shrink = IMAGE_SIZE / max(height, width)
+        if shrink < 1.0:
+            size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        crop = crop_faces(gray, np.array([[0, 0, gray.shape[1], gray.shape[0]]]), margin=0.0)
+        return Faces(np.array([[0, 0, width, height]], np.int64), crop, np.full(1, np.nan))
 
 
 def _boxes(found: np.ndarray) -> np.ndarray:

@@ -27,36 +27,64 @@ image is one face crop of any size: no detection, the box is the whole image).
 There is no input schema in the signature: MLflow would enforce one form of input and
 reject the other (a column schema refuses the face arrays; a tensor schema refuses encoded
 images). The output schema describes the image form; the params schema lets ``mode`` and
-``channel_order`` reach the model, also through REST.
+``channel_order`` reach the model, also through REST; any other param is refused by name.
+
+Bounded per call (``serve:`` limits, ``components.serving.model_inputs``): the whole call is
+measured from the images' headers before any is decoded; then images are decoded one at a
+time (a large one at a reduced scale, ``components.serving.image_input.decode``), searched,
+and dropped before the next is decoded, taking turns with other calls at an
+:class:`ImageGate`; a call stops between images once past its deadline
+(504), so work a client gave up on does not go on. Every failure is an MLflow error with its
+own HTTP status (400 for a bad input, naming the image and the reason), whose message quotes
+no input data and carries no stack trace (:class:`RequestError`).
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import itertools
 import json
+import logging
+import re
 import shutil
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import (
+    DEADLINE_EXCEEDED,
+    INTERNAL_ERROR,
+    INVALID_PARAMETER_VALUE,
+    TEMPORARILY_UNAVAILABLE,
+)
+from mlflow.pyfunc.context import get_prediction_context
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+from components.errors import EmoFlowError
 from components.face_views import load_network, tta_views, view_margin
 from components.manifest import IMAGE_SIZE
 from components.model_input import INPUT_SHAPE
 from components.provenance import warn_if_synthetic
-from components.serving.detection import HAAR_CASCADE, FaceFinder, model_input
-from components.serving.image_input import CHANNEL_ORDERS, ImageError
+from components.serving.detection import HAAR_CASCADE, FaceFinder, Faces, model_input
+from components.serving.image_input import CHANNEL_ORDERS, ImageError, PendingImage, decode
 from components.serving.model_inputs import (
     IMAGE_COLUMN,
     READ_FILES,
     face_array,
     files_allowed,
-    read_images,
+    pending_images,
 )
 from components.settings import ServeSettings
 
@@ -72,6 +100,183 @@ BOX_COLUMNS = ("x", "y", "w", "h")
 SCORE_COLUMN = "face_score"
 TOP_COLUMN = "emotion"
 MODES = ("auto", "detect", "faces")
+PARAMS = {"mode": "auto", "channel_order": "bgr"}  # the params schema: names and defaults
+FORWARD_BATCH = 256  # faces per network call: bounds the activations, however many faces
+_logger = logging.getLogger(__name__)
+
+
+class RequestError(EmoFlowError, MlflowException):
+    """A failed call, as the REST server answers it: its HTTP status and this message only.
+
+    MLflow's scoring server rewrites the message of an MlflowException a model raises as
+    ``Failed to predict data '<the request>'...``, echoing base64 faces and pixel arrays into
+    the answer (and any log of it); any other exception becomes a 400 carrying the server's
+    stack trace. The message of this one is set once, by its constructor, and kept.
+    """
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
+
+
+class DeadlineExceeded(EmoFlowError):
+    """A call ran past ``serve.request_timeout_seconds`` (or the server's own timeout)."""
+
+
+class ServerBusy(EmoFlowError):
+    """The call's next image was refused a place in the queue of the :class:`ImageGate`."""
+
+
+class BadParams(EmoFlowError, ValueError):
+    """Params the model does not take, or values it does not know; refused by name, since a
+    misspelt ``mode`` that went unnoticed would silently detect instead."""
+
+
+_HTTP_CODES = {DeadlineExceeded: DEADLINE_EXCEEDED, ServerBusy: TEMPORARILY_UNAVAILABLE}
+
+
+class Deadline:
+    """When a call must stop: checked between images, and bounding each wait for a turn."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    def check(self, name: str) -> None:
+        if not self.left():
+            raise self.exceeded(name)
+
+    def exceeded(self, name: str) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"{name}: not searched, the call ran past its limit of {self.seconds:g} s"
+        )
+
+
+def call_timeout(settings: ServeSettings) -> float:
+    """``serve.request_timeout_seconds``, or MLflow's scoring-server timeout (``-t``, set in
+    the server's environment) when that is lower: past it the client has its 504 already."""
+    from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT as SERVING
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT as TIMEOUT
+
+    if SERVING.get():
+        return min(settings.request_timeout_seconds, TIMEOUT.get())
+    return settings.request_timeout_seconds
+
+
+@dataclass(order=True)
+class _Waiter:
+    key: tuple[int, int]  # (pixels of its call so far, this image's included; arrival)
+    ready: threading.Event = field(default_factory=threading.Event, compare=False)
+    refused: bool = field(default=False, compare=False)
+
+
+class ImageGate:
+    """Turns at decoding and searching an image, shared by the calls running at once (the REST
+    server runs each request on a worker thread).
+
+    At most ``parallel`` images at a time, which bounds the decoded pixels in memory; the
+    cheapest waiting image goes next: the one whose call has the fewest pixels so far, its
+    own included, so a one-photo call is served before the third 40-megapixel image of
+    another. With ``queued`` images waiting, the costliest of them, or the newcomer if it
+    costs more, is refused at once (503): that frees its worker thread (MLflow's server has
+    a handful) rather than holding it until its deadline. (``threading.Semaphore`` would let
+    a thread that has just released its slot take it straight back.)
+    """
+
+    def __init__(self, parallel: int, queued: int):
+        self._lock = threading.Lock()
+        self._free = parallel
+        self._queued = queued
+        self._waiting: list[_Waiter] = []
+        self._arrivals = itertools.count()
+
+    @contextlib.contextmanager
+    def turn(self, cost: int, deadline: Deadline, name: str) -> Iterator[None]:
+        waiter = self._join(cost, name)
+        if waiter is not None:
+            self._wait(waiter, deadline, name)
+        try:
+            yield
+        finally:
+            self._leave()
+
+    def _join(self, cost: int, name: str) -> _Waiter | None:
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return None
+            waiter = _Waiter((cost, next(self._arrivals)))
+            if len(self._waiting) >= self._queued:
+                costliest = max(self._waiting, default=waiter)
+                if costliest is waiter or costliest < waiter:
+                    raise _busy(name)
+                self._waiting.remove(costliest)
+                costliest.refused = True
+                costliest.ready.set()
+            self._waiting.append(waiter)
+            return waiter
+
+    def _wait(self, waiter: _Waiter, deadline: Deadline, name: str) -> None:
+        waiter.ready.wait(deadline.left())
+        with self._lock:
+            if not waiter.ready.is_set():
+                self._waiting.remove(waiter)
+                raise deadline.exceeded(name)
+        if waiter.refused:
+            raise _busy(name)
+
+    def _leave(self) -> None:
+        with self._lock:
+            if self._waiting:
+                following = min(self._waiting)
+                self._waiting.remove(following)
+                following.ready.set()
+            else:
+                self._free += 1
+
+
+def _busy(name: str) -> ServerBusy:
+    return ServerBusy(f"{name}: not searched, the server is busy with other images; retry later")
+
+
+# MLflow drops the params a signature does not declare before predict runs, with a warning
+# only. The warning is logged in the calling thread, inside the prediction's context, just
+# before predict: this filter reads the names from it and keeps them for predict to refuse.
+_DROPPED: ContextVar[tuple[object, list[str]] | None] = ContextVar("emoflow_dropped", default=None)
+_DROPPED_PATTERN = re.compile(r"Unrecognized params (\[.*?\]) are ignored")
+_MLFLOW_PARAMS_LOGGER = "mlflow.models.utils"  # where MLflow 3 enforces the params schema
+
+
+class _DroppedParams(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = _DROPPED_PATTERN.match(record.getMessage())
+        context = get_prediction_context()
+        if match and context is not None:
+            _DROPPED.set((context, ast.literal_eval(match.group(1))))
+        return True
+
+
+def _watch_dropped_params() -> None:
+    logger = logging.getLogger(_MLFLOW_PARAMS_LOGGER)
+    if not any(isinstance(f, _DroppedParams) for f in logger.filters):
+        logger.addFilter(_DroppedParams())
+
+
+def _dropped_params() -> list[str]:
+    """The params MLflow dropped from this prediction (none outside a pyfunc prediction)."""
+    dropped = _DROPPED.get()
+    _DROPPED.set(None)
+    if dropped is None or dropped[0] is not get_prediction_context():
+        return []
+    return [str(name) for name in dropped[1]]
 
 
 class EmotionClassifier(mlflow.pyfunc.PythonModel):
@@ -91,6 +296,7 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
         )
         self.training_data = training_data(artifacts)
         self.model_config = dict(context.model_config or {})
+        _watch_dropped_params()
 
     @classmethod
     def from_keras(
@@ -112,6 +318,7 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
         self.settings = settings
         self.detector_file = detector_file  # None: the settings' file, OpenCV's, or mtcnn's
         self.finder = FaceFinder(settings, detector_file)
+        self.gate = ImageGate(settings.parallel_images, settings.queued_images)
         self._margin = view_margin(network)
         self._warned = False
         # One trace for every batch size; Keras' predict() costs ~50 ms per call in overhead.
@@ -121,17 +328,48 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
         )
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        mode, channel_order = _options(params)
+        """Every failure is a :class:`RequestError`: what the REST server answers."""
         try:
-            faces = None if mode == "detect" else face_array(model_input)
-            if faces is not None:
-                return pd.DataFrame(self.probabilities(faces), columns=self.emotions)
-            images = read_images(
-                model_input, channel_order, self.settings, files_allowed(self.model_config)
-            )
-            return self.table([i.gray for i in images], mode, [i.name for i in images])
-        except ImageError as err:  # the REST server answers 400 with this message
-            raise MlflowException.invalid_parameter_value(str(err)) from None
+            # the params MLflow dropped go back in, for _options to refuse by name
+            mode, channel_order = _options({**(params or {}), **dict.fromkeys(_dropped_params())})
+            return self.emotions_in(model_input, mode, channel_order)
+        except EmoFlowError as err:
+            code = next((c for t, c in _HTTP_CODES.items() if isinstance(err, t)), None)
+            raise RequestError(str(err), code or INVALID_PARAMETER_VALUE) from None
+        except Exception as err:  # a fault of ours: logged in full, answered without detail
+            _logger.exception("EmoFlow predict failed")
+            raise RequestError(
+                f"internal error ({type(err).__name__}); the server's log has the details",
+                INTERNAL_ERROR,
+            ) from err
+
+    def emotions_in(self, model_input, mode: str, channel_order: str) -> pd.DataFrame:
+        """:meth:`predict` in-process, raising :class:`EmoFlowError` subclasses (bad images
+        are :class:`ImageError`). Each image is decoded and searched in its turn at the gate,
+        and dropped before the next: only its faces are kept."""
+        deadline = Deadline(call_timeout(self.settings))
+        faces = None if mode == "detect" else face_array(model_input, self.settings)
+        if faces is not None:
+            return pd.DataFrame(self.probabilities(faces), columns=self.emotions)
+        images = pending_images(model_input, self.settings, files_allowed(self.model_config))
+        found, pixels = [], 0
+        for image in images:
+            deadline.check(image.name)
+            pixels += image.area
+            with self.gate.turn(pixels, deadline, image.name):
+                found.append(self._faces_in(image, mode, channel_order))
+        return self.table(found, [image.name for image in images])
+
+    def _faces_in(self, image: PendingImage, mode: str, channel_order: str) -> Faces:
+        """One image's faces, boxes in its own pixels (it may be decoded at a reduced scale)."""
+        try:
+            gray, scale = decode(image, channel_order, self.settings.detect_max_side)
+            faces = self.finder.whole(gray) if mode == "faces" else self.finder.detect(gray)
+        except cv2.error:  # its message holds OpenCV's source paths, not the input's fault
+            raise ImageError(
+                f"{image.name}: OpenCV cannot process this {image.width}x{image.height} image"
+            ) from None
+        return Faces(faces.boxes * scale, faces.crops, faces.scores)
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """uint8 [K, 48, 48] face crops -> float32 [K, emotions], averaged over the test-time
@@ -139,18 +377,18 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
         if not self._warned:
             self._warned = True
             warn_if_synthetic(self.training_data)
-        if not len(crops):
-            return np.zeros((0, len(self.emotions)), np.float32)
+        batches = [crops[i : i + FORWARD_BATCH] for i in range(0, len(crops), FORWARD_BATCH)]
+        return np.concatenate(
+            [np.zeros((0, len(self.emotions)), np.float32), *map(self._views_mean, batches)]
+        )
+
+    def _views_mean(self, crops: np.ndarray) -> np.ndarray:
         views = tta_views(model_input(crops).numpy(), self.settings.tta, self._margin)
         return sum(self._forward(view).numpy() for view in views) / len(views)
 
-    def table(
-        self, images: list[np.ndarray], mode: str, names: list[str] | None = None
-    ) -> pd.DataFrame:
-        """Grayscale images -> one row per face (all faces through the network at once);
-        ``names`` fill the ``source`` column (default: ``image <index>``)."""
-        names = names or [f"image {index}" for index in range(len(images))]
-        found = [self.finder.whole(g) if mode == "faces" else self.finder.detect(g) for g in images]
+    def table(self, found: list[Faces], names: list[str]) -> pd.DataFrame:
+        """Each image's faces -> one row per face (all faces through the network at once);
+        ``names`` fill the ``source`` column."""
         counts = [len(f.boxes) for f in found]
         boxes = np.concatenate([np.zeros((0, 4), np.int64), *(f.boxes for f in found)])
         crops = np.concatenate(
@@ -173,19 +411,26 @@ def _nullable(scores: np.ndarray) -> np.ndarray:
     return np.array([None if np.isnan(s) else float(s) for s in scores], dtype=object)
 
 
-def _options(params: dict | None) -> tuple[str, str]:
-    params = params or {}
-    mode, channel_order = params.get("mode", "auto"), params.get("channel_order", "bgr")
-    if mode not in MODES:
-        raise MlflowException.invalid_parameter_value(
-            f"params.mode must be one of {', '.join(MODES)}, got {mode!r}"
+def _options(params: dict) -> tuple[str, str]:
+    if unknown := sorted(str(name) for name in params if name not in PARAMS):
+        raise BadParams(
+            f"unknown params {', '.join(unknown)}: this model takes {', '.join(PARAMS)}"
         )
+    mode, channel_order = ({**PARAMS, **params}[name] for name in PARAMS)
+    if mode not in MODES:
+        raise BadParams(f"params.mode must be one of {', '.join(MODES)}, got {_quoted(mode)}")
     if channel_order not in CHANNEL_ORDERS:
-        raise MlflowException.invalid_parameter_value(
+        raise BadParams(
             f"params.channel_order must be one of {', '.join(CHANNEL_ORDERS)}, "
-            f"got {channel_order!r}"
+            f"got {_quoted(channel_order)}"
         )
     return mode, channel_order
+
+
+def _quoted(value: object, chars: int = 40) -> str:
+    """A param's value in an error, cut short: a client's param must not fill the answer."""
+    text = repr(value)
+    return text if len(text) <= chars else f"{text[:chars]}..."
 
 
 def signature(emotions: tuple[str, ...] | list[str]) -> ModelSignature:
@@ -199,9 +444,7 @@ def signature(emotions: tuple[str, ...] | list[str]) -> ModelSignature:
             ColSpec("string", TOP_COLUMN),
         ]
     )
-    params = ParamSchema(
-        [ParamSpec("mode", "string", "auto"), ParamSpec("channel_order", "string", "bgr")]
-    )
+    params = ParamSchema([ParamSpec(name, "string", default) for name, default in PARAMS.items()])
     return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 

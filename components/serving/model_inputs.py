@@ -31,11 +31,15 @@ path there would let any client make the server read its own files: in the proce
 marks as its serving environment, and in a model loaded with
 ``model_config={"read_files": False}`` (for an application that forwards its users' strings),
 a string is only ever base64 and a ``Path`` is refused.
+
+Limits hold per call (one REST request), face crops included, and are checked before any
+image is decoded: the number of images (``serve.max_images``), their encoded bytes together
+(``max_request_bytes``) and their pixels together (``max_request_pixels``, from each image's
+header), besides each image's own bytes and pixels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,29 +47,21 @@ import pandas as pd
 
 from components.manifest import IMAGE_SIZE
 from components.serving.image_input import (
+    CHANNELS,
     ImageError,
     NotBase64Error,
+    PendingImage,
+    array_image,
     as_uint8,
-    decode_image,
-    read_file,
-    to_gray,
+    encoded_image,
+    file_image,
 )
 from components.settings import ServeSettings
 
 IMAGE_COLUMN = "image"
 READ_FILES = "read_files"  # the model_config key that can turn file reading off
 MAX_PATH_CHARS = 4096  # Linux's PATH_MAX: a longer string names no file
-CHANNELS = (1, 3, 4)
 _BYTES_LIKE = (bytes, bytearray, memoryview)
-
-
-@dataclass(frozen=True)
-class NamedImage:
-    """One input image, gray, and its name: its path, or ``image <index>`` without one (what
-    its errors and the output's ``source`` column call it)."""
-
-    name: str
-    gray: np.ndarray
 
 
 def files_allowed(model_config: dict | None) -> bool:
@@ -77,8 +73,9 @@ def files_allowed(model_config: dict | None) -> bool:
     return not SERVING.get() and bool((model_config or {}).get(READ_FILES, True))
 
 
-def face_array(model_input) -> np.ndarray | None:
-    """Rule 1: face crops as uint8 [N, 48, 48]; None for every other input."""
+def face_array(model_input, settings: ServeSettings) -> np.ndarray | None:
+    """Rule 1: face crops as uint8 [N, 48, 48]; None for every other input. They count
+    toward ``max_images``, checked before they are converted."""
     if isinstance(model_input, pd.DataFrame):
         if IMAGE_COLUMN in model_input.columns or model_input.shape[1] != IMAGE_SIZE * IMAGE_SIZE:
             return None
@@ -90,22 +87,40 @@ def face_array(model_input) -> np.ndarray | None:
     crops = shape[1:] in (crop, (*crop, 1)) or shape in (crop, (*crop, 1))
     if not (flat or crops):
         return None
-    return as_uint8(model_input.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), "face array")
+    faces = model_input.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    _check_count(len(faces), "face crops", settings)
+    return as_uint8(faces, "face array")
 
 
-def read_images(
-    model_input, channel_order: str, settings: ServeSettings, files: bool
-) -> list[NamedImage]:
-    """Every accepted image form -> named gray uint8 images, checked against the limits."""
+def pending_images(model_input, settings: ServeSettings, files: bool) -> list[PendingImage]:
+    """Every accepted image form -> named, sized images, not decoded yet, with the call's
+    limits checked as each is added: a call over a limit costs no decoding at all."""
     items = image_items(model_input)
-    if len(items) > settings.max_images:
+    _check_count(len(items), "images", settings)
+    images, total_bytes, total_pixels = [], 0, 0
+    for index, item in enumerate(items):
+        image = _pending(item, f"image {index}", settings, files)
+        total_bytes += len(image.encoded or b"")
+        total_pixels += image.area
+        if total_bytes > settings.max_request_bytes:
+            raise ImageError(
+                f"{image.name}: brings the encoded images to {total_bytes} bytes, over the "
+                f"limit of {settings.max_request_bytes} per call"
+            )
+        if total_pixels > settings.max_request_pixels:
+            raise ImageError(
+                f"{image.name}: brings the images to {total_pixels} pixels, over the limit of "
+                f"{settings.max_request_pixels} per call"
+            )
+        images.append(image)
+    return images
+
+
+def _check_count(count: int, what: str, settings: ServeSettings) -> None:
+    if count > settings.max_images:
         raise ImageError(
-            f"{len(items)} images in one call, over the limit of {settings.max_images}"
+            f"{count} {what} in one call, over the limit of {settings.max_images} images"
         )
-    return [
-        _read(item, f"image {index}", channel_order, settings, files)
-        for index, item in enumerate(items)
-    ]
 
 
 def image_items(model_input) -> list:
@@ -149,25 +164,25 @@ def _array_items(array: np.ndarray) -> list:
     )
 
 
-def _read(item, name: str, channel_order: str, settings: ServeSettings, files: bool) -> NamedImage:
+def _pending(item, name: str, settings: ServeSettings, files: bool) -> PendingImage:
     if isinstance(item, Path) or (isinstance(item, str) and files and names_a_file(item)):
         if not files:
             raise ImageError(f"{name}: file paths are read in-process only, never by a server")
-        return NamedImage(str(item), read_file(Path(item), settings))
+        return file_image(Path(item), settings)
     if isinstance(item, str):
-        return NamedImage(name, _decode_text(item, name, settings, files))
+        return _text_image(item, name, settings, files)
     if isinstance(item, _BYTES_LIKE):
-        return NamedImage(name, decode_image(item, name, settings))
+        return encoded_image(item, name, settings)
     try:
         pixels = np.asarray(item)
-    except ValueError as err:  # ragged nested lists
-        raise ImageError(f"{name}: not a pixel array ({err})") from None
-    return NamedImage(name, to_gray(pixels, channel_order, name, settings))
+    except ValueError:  # ragged nested lists
+        raise ImageError(f"{name}: not a pixel array (rows of unequal length)") from None
+    return array_image(pixels, name, settings)
 
 
-def _decode_text(text: str, name: str, settings: ServeSettings, files: bool) -> np.ndarray:
+def _text_image(text: str, name: str, settings: ServeSettings, files: bool) -> PendingImage:
     try:
-        return decode_image(text, name, settings)
+        return encoded_image(text, name, settings)
     except NotBase64Error:
         if not files:
             raise

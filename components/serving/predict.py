@@ -18,8 +18,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from components.artifacts import read_json
+from components.errors import EmoFlowError
 from components.model_files import RUN_FILE
-from components.serving.image_input import ImageError, decode_image
 from components.serving.image_model import EmotionClassifier
 from components.serving.prediction_files import write_annotated_image, write_lines, write_table
 from components.serving.sources import PredictError, image_files, split_sources
@@ -78,21 +78,22 @@ def predict_images(
     mode: str = "detect",
     annotate_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """One row per face with its source file; unreadable files are skipped and listed."""
+    """One row per face with its source file. A file that fails (not an image, over a limit,
+    one OpenCV cannot process) is listed with its reason and the others go on: each file is
+    one call of the model, with the limits and checks of a REST request."""
     tables, skipped = [], []
     for path, name in tqdm(
         files, desc="images", unit="image", file=sys.stderr, disable=len(files) < 2
     ):
         try:
-            gray = decode_image(path.read_bytes(), str(path), classifier.settings)
-        except ImageError as err:
+            table = classifier.emotions_in([path], mode, "bgr").drop(columns="image")
+        except EmoFlowError as err:
             skipped.append(str(err))
             continue
-        table = classifier.table([gray], mode, [str(path)]).drop(columns="image")
         tables.append(table)
         if annotate_dir is not None:
             write_annotated_image(path, annotate_dir / name, table, classifier.emotions)
-    empty = classifier.table([], mode).drop(columns="image")
+    empty = classifier.table([], []).drop(columns="image")
     return pd.concat([empty, *tables], ignore_index=True), skipped
 
 
@@ -110,7 +111,10 @@ def run(
     max_frames: int | None = None,
     warn: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
 ) -> str:
-    """Predict on images, or on videos / a webcam, and write the results; return a summary."""
+    """Predict on images, or on videos / a webcam, and write the results; return a summary.
+
+    Images that fail are reported through ``warn``, the others' results written, and then a
+    :class:`PredictError` counts the failures, so that the command exits non-zero."""
     if mode not in ("detect", "faces"):
         raise PredictError(f"mode must be detect or faces, got {mode!r}")
     images, videos = split_sources(sources)
@@ -136,10 +140,12 @@ def run(
         return f"{write_lines(records, out)} frames"
     if out is not None and out.suffix not in TABLE_SUFFIXES:
         raise PredictError(f"{out}: image predictions are a table, use a .csv or .json file")
-    table, skipped = predict_images(classifier, image_files(images), mode, annotate_dir)
+    files = image_files(images)
+    table, skipped = predict_images(classifier, files, mode, annotate_dir)
     for message in skipped:
         warn(f"skipped {message}")
     write_table(table, out)
-    return (
-        f"{table['source'].nunique()} images with faces, {len(table)} faces, {len(skipped)} skipped"
-    )
+    summary = f"{table['source'].nunique()} images with faces, {len(table)} faces"
+    if skipped:  # the others' results are written; the exit status still says it failed
+        raise PredictError(f"{summary}; {len(skipped)} of {len(files)} images failed (above)")
+    return summary

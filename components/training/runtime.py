@@ -6,6 +6,7 @@ dtype policy, TensorFlow's determinism) and so must be set, and undone, in one p
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,12 +15,33 @@ import tensorflow as tf
 
 from components.training import multi_worker
 
+_trainings = 0  # trainings under way in this process (thread runner: flow.max_parallel_models)
+_trainings_lock = threading.Lock()
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed Python, NumPy and TF; with ``deterministic``, reruns give identical weights."""
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
+
+@contextmanager
+def seeded_training(seed: int, deterministic: bool) -> Iterator[None]:
+    """Seed Python, NumPy and TF for a training run (the block); with ``deterministic``,
+    reruns give identical weights.
+
+    Keras' state of earlier trainings goes first: a Dask worker trains one cell after another
+    in one long-lived thread, and what a previous model left in Keras' global state changed
+    the next model's weights. Clearing it resets every thread's Keras state, so it is done
+    only while no other training runs in the process.
+    """
+    global _trainings
+    with _trainings_lock:
+        if _trainings == 0:
+            keras.backend.clear_session()
+        _trainings += 1
+        keras.utils.set_random_seed(seed)
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        with _trainings_lock:
+            _trainings -= 1
 
 
 def distribution_strategy(multi_gpu: bool) -> tf.distribute.Strategy:

@@ -59,7 +59,7 @@ from components.training.checkpoints import (
     ResumablePlateau,
     Resumed,
 )
-from components.training.runtime import distribution_strategy, mixed_precision, seed_everything
+from components.training.runtime import distribution_strategy, mixed_precision, seeded_training
 from components.training.time_budget import TimeBudget
 
 
@@ -108,11 +108,14 @@ def train(
     # share); the others write into a folder of their own, deleted at the end.
     writes = work if chief else Path(tempfile.mkdtemp(prefix=f"emoflow-{cell.key}-"))
     fingerprint = _fingerprint(cell, recipe, augment, records_folder(shards, cell.architecture))
-    client = mlflow_store.connect(mlflow_settings) if chief else None
+    client = mlflow_store.connect(mlflow_settings, create=True) if chief else None
     # The network is initialised first thing after seeding, so its weights depend on the seed only.
-    seed_everything(recipe.seed, recipe.deterministic)
     try:
-        with mixed_precision(recipe.mixed_precision), strategy.scope():
+        with (
+            seeded_training(recipe.seed, recipe.deterministic),
+            mixed_precision(recipe.mixed_precision),
+            strategy.scope(),
+        ):
             resumed = _resumable(work, fingerprint, recipe, strategy)
             if resumed is None:
                 network = architectures.build(
@@ -322,12 +325,35 @@ def compile_network(
 
 
 class MlflowEpochs(keras.callbacks.Callback):
-    """Each epoch's metrics and learning rate, at the epoch's step (continuing after a resume)."""
+    """Each epoch's metrics and learning rate, at the epoch's step (continuing after a resume).
+
+    Put it after the Checkpoint callback: an epoch is logged once its checkpoint is written,
+    so an epoch trained again after a crash is never logged twice. An epoch checkpointed but
+    not logged when the run died is logged from the checkpoint's history (``checkpointed``)
+    as training resumes.
+    """
+
+    def __init__(self, checkpointed: dict[str, list[float]]):
+        super().__init__()
+        self._checkpointed = checkpointed
+        self._rate = 0.0
+
+    def on_train_begin(self, logs=None) -> None:
+        run_id = mlflow.active_run().info.run_id
+        logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "loss")}
+        for step in range(len(self._checkpointed.get("loss", []))):
+            if step not in logged:
+                values = {k: v[step] for k, v in self._checkpointed.items() if step < len(v)}
+                mlflow.log_metrics(values, step=step)
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        # The epoch's own rate: the plateau callback may lower it at the epoch's end.
+        self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         mlflow.log_metrics(
-            {**{k: float(v) for k, v in (logs or {}).items()}, "learning_rate": rate}, step=epoch
+            {**{k: float(v) for k, v in (logs or {}).items()}, "learning_rate": self._rate},
+            step=epoch,
         )
 
 
@@ -377,11 +403,9 @@ def _fit(
         checkpoint.phase, checkpoint.stopping, checkpoint.plateau = phase.name, stopping, plateau
         if multi_worker.is_multi_worker(strategy):
             multi_worker.adapt(network, strategy)
-        # Logged (by the chief) before checkpointed: a resumed run never lacks a finished
-        # epoch's metrics. The learning rate logged is the epoch's own, before the plateau
-        # callback lowers it.
-        logged = MlflowEpochs() if multi_worker.is_chief(strategy) else None
-        callbacks = [stopping, logged, plateau, checkpoint, budget]
+        # Logged (by the chief) after checkpointed: see MlflowEpochs.
+        logged = MlflowEpochs(checkpoint.history) if multi_worker.is_chief(strategy) else None
+        callbacks = [stopping, plateau, checkpoint, logged, budget]
         network.fit(
             data.train,
             validation_data=data.val,

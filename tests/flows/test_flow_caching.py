@@ -17,7 +17,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UN
 from components.settings import Params
 from flows import caching, code_graph, reports, training
 from flows.stages import DATA_STAGES, MODEL_STAGES, STAGE_FILES, StageFiles, blocks
-from tests.conftest import write_params
+from tests.conftest import PREFECT_STARTUP_TIMEOUT, write_params
 
 CALLS: Counter[str] = Counter()
 FAILURES: list[BaseException] = []  # what the flaky stage raises, in order, before it succeeds
@@ -65,7 +65,7 @@ FIT_OUTPUT = Path("out/convnn-fer7.txt")
 def harness():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=PREFECT_STARTUP_TIMEOUT):
         yield
 
 

@@ -115,7 +115,8 @@ def test_the_k8s_pool_template_is_valid_and_matches_its_deployment(deployments, 
 
 
 def _published(service: dict) -> set[int]:
-    return {int(str(p).split(":")[0]) for p in service.get("ports", [])}
+    """The host ports of ``[ADDRESS:]HOST:CONTAINER`` entries."""
+    return {int(str(p).rsplit(":", 2)[-2]) for p in service.get("ports", [])}
 
 
 def test_compose_mlflow_uses_postgres_and_serves_s3_artifacts(compose):
@@ -135,7 +136,9 @@ def test_compose_mlflow_uses_postgres_and_serves_s3_artifacts(compose):
     assert _published(mlflow) == {port} == {int(local_defaults()["MLFLOW_PORT"])}, (
         "the README's URL holds for both setups"
     )
-    pinned = re.search(r'"mlflow==([^"]+)"', (INFRA / "mlflow.Dockerfile").read_text()).group(1)
+    pinned = re.search(
+        r'"mlflow\[auth\]==([^"]+)"', (INFRA / "mlflow.Dockerfile").read_text()
+    ).group(1)
     assert pinned == version("mlflow"), "server and clients run the same MLflow"
 
 
@@ -156,6 +159,55 @@ def test_compose_prefect_server_and_worker_agree(compose):
     assert (
         INFRA / services["prefect-worker"]["build"]["dockerfile"].removeprefix("infra/")
     ).is_file()
+
+
+def test_compose_publishes_on_loopback_only_and_keeps_postgres_inside(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("${EMOFLOW_BIND_ADDRESS:-127.0.0.1}:"), (name, port)
+    assert "ports" not in compose["services"]["postgres"]
+    example = env_example()
+    assert example["EMOFLOW_BIND_ADDRESS"] == "127.0.0.1"
+
+
+def env_example() -> dict[str, str]:
+    lines = (INFRA / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_compose_secrets_have_no_defaults_and_come_from_an_uncommitted_env_file():
+    text = (INFRA / "docker-compose.yml").read_text()
+    variables = set(re.findall(r"\$\{(\w+)", text))
+    secrets = {v for v in variables if re.search(r"PASSWORD|SECRET|AUTH|USER", v)}
+    assert secrets >= {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "MLFLOW_ADMIN_PASSWORD"}
+    for secret in secrets:
+        assert not re.search(rf"\$\{{{secret}:-", text), f"{secret} has a default"
+        assert re.search(rf"\$\{{{secret}:\?", text), (
+            f"compose must refuse to start without {secret}"
+        )
+    example = env_example()
+    assert variables <= set(example), "every variable is explained in infra/.env.example"
+    assert not [v for v in secrets if re.search(r"PASSWORD|SECRET|AUTH_STRING", v) and example[v]]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "infra/.env"], cwd=ROOT)
+    assert ignored.returncode == 0, "infra/.env must never be committed"
+
+
+def test_mlflow_and_prefect_servers_require_logins_and_the_worker_has_them(compose):
+    services = compose["services"]
+    assert "--app-name basic-auth" in " ".join(services["mlflow"]["command"].split())
+    auth = configparser.ConfigParser()
+    auth.read(INFRA / "mlflow-auth.ini")
+    assert "admin_password" not in auth["mlflow"], "the admin password comes from infra/.env"
+    assert auth["mlflow"]["admin_username"] == env_example()["MLFLOW_ADMIN_USER"]
+    mounted = [v.split(":")[1] for v in services["mlflow"]["volumes"] if "mlflow-auth.ini" in v]
+    assert mounted == [services["mlflow"]["environment"]["MLFLOW_AUTH_CONFIG_PATH"]]
+    assert "PREFECT_SERVER_API_AUTH_STRING" in services["prefect-server"]["environment"]
+    worker = services["prefect-worker"]["environment"]
+    assert {
+        "PREFECT_API_AUTH_STRING",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    } <= set(worker)
 
 
 def test_the_dvc_s3_remote_example_points_at_the_compose_bucket(compose):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import ImageFile
 
 from components.artifacts import read_json
 from components.ingest.bad_records import IngestError
@@ -250,6 +253,55 @@ def test_bad_ckplus_images_are_named(settings, damage, message):
     damage(settings.ckplus)
     with pytest.raises(IngestError, match=message):
         read_ckplus48(settings.ckplus, settings)
+
+
+def gray_png(width: int, height: int) -> bytes:
+    """An all-black 8-bit gray PNG, compressed a row at a time (144 MB of pixels at
+    12000x12000, never held at once)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0, then the row's pixels
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # at 144 Mpx
+def test_an_oversized_image_is_refused_from_its_header_before_decoding(settings, monkeypatch):
+    big = settings.ckplus / "happy" / "S005_001_00000003.png"
+    big.write_bytes(gray_png(12000, 12000))
+
+    load = ImageFile.ImageFile.load
+
+    def load_48x48_only(image):
+        assert image.size == (48, 48), f"the {image.width}x{image.height} image was decoded"
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load_48x48_only)
+    with pytest.raises(
+        IngestError, match=r"S005_001_00000003\.png: image is 12000x12000, expected"
+    ):
+        read_ckplus48(settings.ckplus, settings)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["csv", "csv.gz"])
+def test_a_byte_that_is_not_utf8_is_named_by_row(settings, compress):
+    rows = rows_for({"Training": 2})
+    rows[9] = ("0", "12 \udcff" + GOOD_PIXELS[3:], "Training")  # \udcff writes byte 0xff
+    text = "emotion,pixels,Usage\n" + "".join(f"{e},{p},{u}\n" for e, p, u in rows)
+    data = text.encode("utf-8", "surrogateescape")
+    path = settings.fer2013.with_name("fer.csv.gz" if compress else "fer.csv")
+    path.write_bytes(gzip.compress(data) if compress else data)
+    with pytest.raises(
+        IngestError, match=r"fer\.csv(\.gz)?: row 9 \(line 11\): byte 0xff at column 6 is not UTF-8"
+    ):
+        read_fer2013_csv(path, settings, chunk_rows=4)
 
 
 @pytest.mark.realdata

@@ -10,6 +10,7 @@ import pytest
 from test_ingest import ckplus_tree, fer_csv, varied_pixels
 
 from components.artifacts import read_json
+from components.ingest import fer2013_csv
 from components.ingest.bad_records import IngestError
 from components.ingest.fer2013_csv import read_fer2013_csv
 from components.ingest.ferplus import VOTE_COLUMNS, majority_labels, vote_shares
@@ -185,3 +186,17 @@ def test_real_ferplus_majority_counts(shared_data):
         "sad": 351,
         "surprise": 415,
     }
+
+
+def test_streamed_ingest_keeps_only_the_rows_ferplus_labels(settings, monkeypatch):
+    """Rows FER+ leaves out are known after the csv's pixels were written: they are removed."""
+    monkeypatch.setattr(fer2013_csv, "CHUNK_ROWS", 5)
+    outputs = ingest(settings.model_copy(update={"ferplus_soft_labels": True}))
+    written = read_dataset(outputs.fer2013)
+    whole = read_fer2013_csv(
+        settings.fer2013, settings.model_copy(update={"ferplus_soft_labels": True})
+    )
+    assert len(written.manifest) == 8
+    assert written.manifest.drop(columns=["fold"]).equals(whole.manifest)
+    np.testing.assert_array_equal(written.pixels, whole.pixels)
+    np.testing.assert_array_equal(written.soft_labels, whole.soft_labels)

@@ -10,16 +10,18 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
 
 from components.judging import registry
-from components.judging.registry import RegistryError
+from components.mlflow_store import StoreError
 from components.settings import load_params
 from flows import stages
 from tests.conftest import TINY_OVERRIDES, write_params
+from tests.processes import free_ports
 
 pytestmark = pytest.mark.slow
 NAME = "emoflow-fer7"
@@ -84,6 +86,7 @@ def test_champion_refusal_promotion_and_rollback(client, project):
     assert (
         report["note"].startswith("first model of this name") and report["champion_before"] is None
     )
+    assert report["champion_after"] == "1", "read back from the registry after the move"
 
     worse = candidate(epochs=1, learning_rate=1e-9, seed=11)
     assert worse.value_passed and not worse.passed, (
@@ -95,7 +98,9 @@ def test_champion_refusal_promotion_and_rollback(client, project):
     )
     refused = json.loads(worse.report.read_text())
     change = next(c for c in refused["checks"] if c["kind"] == "change")
-    assert change["passed"] is False and refused["champion_before"] == "1"
+    assert (
+        change["passed"] is False and refused["champion_before"] == refused["champion_after"] == "1"
+    )
     assert refused["champion_metrics"]["fer2013"]["accuracy"] == pytest.approx(
         json.loads((project / f"reports/evaluation/{KEY}/metrics.json").read_text())["fer2013"][
             "accuracy"
@@ -114,7 +119,7 @@ def test_champion_refusal_promotion_and_rollback(client, project):
     assert len(tags["data_hash"]) == 16 and len(tags["params_hash"]) == 16 and tags["git_commit"]
     assert client.get_model_version(NAME, "2").tags["blessing"] == "failed"
 
-    assert registry.rollback(client, NAME) == ("3", "1"), (
+    assert registry.rollback(client, NAME, settings_for(project).mlflow) == ("3", "1"), (
         "v2 was never blessed, so rollback skips it"
     )
     assert champion_version(client) == "1"
@@ -131,6 +136,20 @@ def test_promoting_the_same_run_again_registers_nothing_new(client, project):
     again = stages.promote(params, cell)
     assert len(client.search_model_versions(f"name = '{NAME}'")) == before
     assert again.version == "3", "the last candidate trained was v3: its run keeps its version"
+
+
+def test_the_champion_is_rescored_without_unpickling_its_python_code(client, project, monkeypatch):
+    """A registry model's pickle runs code when loaded: promote reads only its Keras file."""
+    import cloudpickle
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("promote loaded the registry model's pickled code")
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", refuse)
+    monkeypatch.setattr(cloudpickle, "load", refuse)
+    monkeypatch.setattr(cloudpickle, "loads", refuse)
+    blessing = stages.promote(settings_for(project), settings_for(project).train.grid()[0])
+    assert blessing.value_passed and json.loads(blessing.report.read_text())["champion_metrics"]
 
 
 def test_two_processes_promoting_at_once_leave_one_consistent_champion(client, project):
@@ -174,18 +193,26 @@ def test_two_processes_promoting_at_once_leave_one_consistent_champion(client, p
     )
 
 
-def test_unreachable_store_fails_clearly_without_registering(project, monkeypatch):
+def test_an_unreachable_store_fails_promote_in_bounded_time_naming_it(project, monkeypatch):
+    """MLflow's own retries of a refused connection would take about 16 minutes: the project
+    bounds them (mlflow.http_retries, request_timeout_seconds) and its own (retry_seconds)."""
     monkeypatch.chdir(project)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    [port] = free_ports(1)  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    for variable in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(variable, "unset by the test")  # restored afterwards, then:
+        monkeypatch.delenv(variable)  # the project's settings apply
     params = settings_for(project)
-    params = params.model_copy(update={"promote": params.promote.model_copy(update={"retries": 1})})
+    params = params.model_copy(
+        update={"mlflow": params.mlflow.model_copy(update={"retry_seconds": 4})}
+    )
     [cell] = params.train.grid()
+    started = time.monotonic()
     with pytest.raises(
-        RegistryError, match=r"MLflow store http://127.0.0.1:9: connecting failed after 2 tries"
+        StoreError, match=rf"^MLflow store http://127.0.0.1:{port}: .* tries in 4 s"
     ):
         stages.promote(params, cell)
+    assert time.monotonic() - started < 60
 
 
 def test_missing_candidate_is_a_clear_error(project, monkeypatch):

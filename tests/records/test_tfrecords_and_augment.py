@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
-from components.manifest import Dataset, describe_pixels
+from components.manifest import Dataset, describe_pixels, read_dataset, write_dataset
 from components.model_input import to_model_input
+from components.records import preprocess as preprocess_module
 from components.records.augment import augment_image
 from components.records.input_pipelines import scoring_batches, training_batches
+from components.records.preprocess import preprocess
 from components.records.tfrecords import read_examples, write_split
-from components.settings import AugmentSettings
+from components.settings import AugmentSettings, PreprocessSettings
 
 LABELS = ["angry", "happy", "neutral", "happy", "fear", "angry"]
 
@@ -140,3 +144,74 @@ def test_random_erasing_covers_one_rectangle_with_noise_or_nothing():
     assert len({m.sum() for m in changed}) > 5, "sizes and places vary with the seed"
     never = np.asarray(augment_image(face, tf.constant([1, 7], tf.int64), off))
     np.testing.assert_array_equal(never, np.asarray(face))
+
+
+def interim_dataset(seed: int) -> Dataset:
+    """A dataset as ingest writes it: random faces labelled ``LABELS``, all in train."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (len(LABELS), 48, 48), dtype=np.uint8)
+    manifest = pd.DataFrame(
+        {
+            "id": [f"img-{i}" for i in range(len(LABELS))],
+            "dataset": "test",
+            "split": "train",
+            "label": LABELS,
+            "subject": "",
+            "sequence": "",
+            "frame": -1,
+            "source": "test",
+        }
+    )
+    return Dataset(pd.concat([manifest, describe_pixels(pixels)], axis=1), pixels)
+
+
+def test_shards_from_memory_mapped_pixels_equal_those_from_an_array(tmp_path):
+    """Preprocess reads ingest's pixels.npy through a mapping per shard: same records."""
+    dataset = interim_dataset(seed=2)
+    write_dataset(tmp_path / "interim", dataset)
+    mapped = read_dataset(tmp_path / "interim")
+    assert isinstance(mapped.pixels, np.memmap)
+    from_array = write_split(dataset, "train", tmp_path / "array", examples_per_shard=4)
+    from_map = write_split(mapped, "train", tmp_path / "mapped", examples_per_shard=4)
+    assert [p.name for p in from_map] == [p.name for p in from_array]
+    for a, b in zip(from_array, from_map):
+        assert _records(a) == _records(b)
+
+
+def test_a_label_outside_the_vocabulary_is_named(tmp_path):
+    pixels = np.zeros((2, 48, 48), np.uint8)
+    manifest = pd.DataFrame({"id": ["a", "b"], "label": ["happy", "happyy"], "split": "train"})
+    with pytest.raises(ValueError, match=r"\['happyy'\] are not in"):
+        write_split(Dataset(manifest, pixels), "train", tmp_path, examples_per_shard=4)
+
+
+def test_preprocess_publishes_every_dataset_or_none(tmp_path, monkeypatch):
+    """A failure on the second dataset leaves the first one's previous shards, not new ones."""
+    interim = {name: tmp_path / "interim" / name for name in ("fer2013", "ckplus")}
+    for seed, folder in enumerate(interim.values()):
+        write_dataset(folder, interim_dataset(seed))
+    settings = PreprocessSettings(out_dir=tmp_path / "processed", examples_per_shard=4)
+    augment = AugmentSettings(grid_png=tmp_path / "grid.png")
+    preprocess(interim, settings, augment)
+    previous = _contents(settings.out_dir)
+
+    write_dataset(interim["fer2013"], interim_dataset(seed=7))
+    write_sequences = preprocess_module.write_sequences
+
+    def failing_on_ckplus(dataset: Dataset, folder: Path, examples_per_shard: int) -> list[Path]:
+        if folder.name == "ckplus":
+            raise OSError("No space left on device")
+        return write_sequences(dataset, folder, examples_per_shard)
+
+    monkeypatch.setattr(preprocess_module, "write_sequences", failing_on_ckplus)
+    with pytest.raises(OSError, match="No space left"):
+        preprocess(interim, settings, augment)
+    assert _contents(settings.out_dir) == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "interim", "processed"]
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _records(path):
+    return list(tf.data.TFRecordDataset(str(path), compression_type="GZIP").as_numpy_iterator())

@@ -15,7 +15,12 @@ import pytest
 from components import labels
 from components.ingest.ckplus48 import read_ckplus48
 from components.ingest.fer2013_csv import read_fer2013_csv
-from components.sample.generate import USAGES, SampleFiles, generate_sample
+from components.sample.generate import (
+    USAGES,
+    SampleFiles,
+    generate_sample,
+    write_large_fer2013,
+)
 from components.settings import IngestSettings, SampleSettings
 
 CKPLUS_NAME = re.compile(r"^S(\d{3})_(\d{3})_(\d{8})\.png$")
@@ -211,3 +216,26 @@ def test_ingest_reads_the_sample(sample: SampleFiles) -> None:
     assert set(fer.manifest["label"]) == set(labels.FER2013_CODES.values())
     ckplus = read_ckplus48(sample.ckplus_dir, settings)
     assert set(ckplus.manifest["label"]) == set(labels.CKPLUS48_FOLDERS.values())
+
+
+# --- The fast path for large csv files (bench/scale.py) --------------------------------------
+
+
+def test_large_csv_is_fer2013_format_deterministic_and_distinct(tmp_path: Path) -> None:
+    first = write_large_fer2013(tmp_path / "a.csv", 50, seed=3)
+    assert first.read_text().splitlines()[0] == "emotion,pixels,Usage"
+    assert write_large_fer2013(tmp_path / "b.csv", 50, seed=3).read_bytes() == first.read_bytes()
+    assert write_large_fer2013(tmp_path / "c.csv", 50, seed=4).read_bytes() != first.read_bytes()
+    rows = csv_rows(first)
+    assert [usage for _, _, usage in rows] == ["Training"] * 40 + ["PublicTest"] * 5 + [
+        "PrivateTest"
+    ] * 5
+    fer = read_fer2013_csv(first, IngestSettings(fer2013=first))
+    assert len(fer.manifest) == 50 and fer.manifest["sha256"].is_unique
+    assert fer.manifest["pixel_std"].gt(0).all()
+
+
+def test_large_csv_already_there_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "fer2013-50.csv"
+    path.write_text("emotion,pixels,Usage\n")
+    assert write_large_fer2013(path, 50).read_text() == "emotion,pixels,Usage\n"

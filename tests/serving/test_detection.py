@@ -20,7 +20,7 @@ from components.serving.detection import (
     drop_nested,
     model_input,
 )
-from components.serving.image_input import ImageError, decode_image, to_gray
+from components.serving.image_input import ImageError, array_image, decode, encoded_image, to_gray
 from components.settings import ServeSettings
 from tests.consumers import (
     best_iou,
@@ -125,17 +125,21 @@ def test_every_image_form_gives_the_same_gray_pixels():
     encoded = png(bgr)
     text = base64.b64encode(encoded).decode()
     forms = [
-        decode_image(encoded, "png", SETTINGS),
-        decode_image(text, "base64", SETTINGS),
-        decode_image("data:image/png;base64," + text, "data url", SETTINGS),
-        to_gray(bgr, "bgr", "bgr", SETTINGS),
-        to_gray(bgr[..., ::-1], "rgb", "rgb", SETTINGS),
-        to_gray(cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), "bgr", "bgra", SETTINGS),
-        to_gray(bgr.astype(np.int64), "bgr", "json ints", SETTINGS),
+        decoded(encoded_image(encoded, "png", SETTINGS)),
+        decoded(encoded_image(text, "base64", SETTINGS)),
+        decoded(encoded_image("data:image/png;base64," + text, "data url", SETTINGS)),
+        to_gray(bgr, "bgr", "bgr"),
+        to_gray(bgr[..., ::-1], "rgb", "rgb"),
+        to_gray(cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), "bgr", "bgra"),
+        to_gray(bgr.astype(np.int64), "bgr", "json ints"),
     ]
     for form in forms:
         np.testing.assert_array_equal(form, expected)
-    assert not np.array_equal(to_gray(bgr, "rgb", "swapped", SETTINGS), expected)
+    assert not np.array_equal(to_gray(bgr, "rgb", "swapped"), expected)
+
+
+def decoded(image, channel_order: str = "bgr") -> np.ndarray:
+    return decode(image, channel_order, SETTINGS.detect_max_side)[0]
 
 
 @pytest.mark.parametrize(
@@ -162,7 +166,7 @@ def test_every_image_form_gives_the_same_gray_pixels():
 )
 def test_bad_encoded_inputs_are_named_errors(data, settings, message):
     with pytest.raises(ImageError, match=message):
-        decode_image(data, "image 7", settings)
+        encoded_image(data, "image 7", settings)
 
 
 @pytest.mark.parametrize(
@@ -183,7 +187,7 @@ def test_bad_encoded_inputs_are_named_errors(data, settings, message):
 )
 def test_bad_pixel_arrays_are_named_errors(pixels, message):
     with pytest.raises(ImageError, match=f"frame 3: {message}"):
-        to_gray(pixels, "bgr", "frame 3", ServeSettings(max_image_pixels=10_000))
+        decoded(array_image(pixels, "frame 3", ServeSettings(max_image_pixels=10_000)))
 
 
 def test_yunet_needs_its_model_file(tmp_path):
@@ -302,3 +306,18 @@ def test_mtcnn_takes_its_weights_from_its_package_not_the_working_directory(tmp_
 def test_mtcnn_takes_no_model_file(tmp_path):
     with pytest.raises(ValidationError, match="detector mtcnn takes no detector_model"):
         ServeSettings(detector="mtcnn", detector_model=tmp_path / "x.onnx")
+
+
+@pytest.mark.parametrize("shape", [(1, 20000), (20000, 1), (1, 5000), (47, 3000), (1, 1)])
+def test_slivers_have_no_face_and_no_crash(finder, shape):
+    """Shrunk to detect, a 20000x1 image had no rows left, and OpenCV raised."""
+    assert len(finder.detect(np.zeros(shape, np.uint8)).boxes) == 0
+
+
+@pytest.mark.parametrize("shape", [(1, 20000), (20000, 1), (96, 96), (30, 60)])
+def test_a_whole_image_face_is_shrunk_before_it_is_squared(shape):
+    gray = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    faces = FaceFinder.whole(gray)
+    assert faces.crops.shape == (1, 48, 48) and faces.boxes.tolist() == [[0, 0, *shape[::-1]]]
+    if shape == (96, 96):  # square: exactly the crop of the whole image
+        np.testing.assert_array_equal(faces.crops[0], crop_faces(gray, faces.boxes, 0.0)[0])

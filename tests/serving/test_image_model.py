@@ -10,6 +10,8 @@ import base64
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -24,7 +26,14 @@ from components.model_input import to_model_input
 from components.records.input_pipelines import scoring_batches
 from components.records.tfrecords import write_split
 from components.serving.detection import HAAR_CASCADE, crop_faces
-from components.serving.image_model import BOX_COLUMNS
+from components.serving.image_model import (
+    BOX_COLUMNS,
+    Deadline,
+    DeadlineExceeded,
+    ImageGate,
+    RequestError,
+    ServerBusy,
+)
 from components.settings import ServeSettings
 from flows.code_graph import PROJECT_ROOT
 from tests.consumers import (
@@ -267,3 +276,130 @@ def test_the_model_carries_its_detector_and_serve_settings(model):
         "channel_order": "bgr",
     }
     assert [c.name for c in signature.outputs.inputs] == TABLE_COLUMNS
+
+
+def test_unknown_params_are_refused_by_name(model):
+    """MLflow drops params its schema does not declare; a misspelt mode must not detect."""
+    with pytest.raises(
+        MlflowException, match=r"unknown params mdoe, x: this model takes mode"
+    ) as raised:
+        model.predict([png(np.zeros((60, 60), np.uint8))], params={"mdoe": "faces", "x": "1"})
+    assert raised.value.get_http_status_code() == 400
+    classifier = model.unwrap_python_model()  # in-process calls are held to the same rule
+    with pytest.raises(RequestError, match=r"unknown params mdoe"):
+        classifier.predict(None, [np.zeros((60, 60), np.uint8)], {"mdoe": "faces"})
+    assert model.predict(np.zeros((1, 48, 48), np.uint8), params={"mode": "faces"}).shape == (1, 7)
+
+
+@pytest.mark.parametrize(
+    ("model_input", "params"),
+    [
+        ([png(np.zeros((1, 20000), np.uint8))], None),  # shrunk to detect, it had no rows left
+        ([png(np.zeros((20000, 1), np.uint8))], None),
+        (np.zeros((1, 1, 5000), np.uint8), None),  # one 1x5000 image
+        ([png(np.zeros((1, 20000), np.uint8))], {"mode": "faces"}),
+        (np.zeros((1, 1, 5000), np.uint8), {"mode": "faces"}),
+    ],
+)
+def test_slivers_are_images_without_faces_not_crashes(model, model_input, params):
+    result = model.predict(model_input, params=params)
+    assert len(result) == (1 if params else 0)
+    if params:
+        assert result[list(BOX_COLUMNS)].to_numpy()[0, 2:].max() in (5000, 20000)
+
+
+def test_an_image_opencv_fails_on_is_a_400_naming_it_without_a_stack_trace(model, monkeypatch):
+    classifier = model.unwrap_python_model()
+
+    def fails(gray):
+        raise cv2.error("/io/opencv/modules/imgproc/src/resize.cpp:4208: error: (-215)")
+
+    monkeypatch.setattr(classifier.finder, "detect", fails)
+    images = [np.zeros((60, 60), np.uint8), np.zeros((70, 50), np.uint8)]
+    with pytest.raises(MlflowException) as raised:
+        model.predict(images)
+    error = raised.value
+    assert error.get_http_status_code() == 400
+    assert error.message == "image 0: OpenCV cannot process this 60x60 image"
+    assert "stack_trace" not in error.serialize_as_json()
+
+
+def test_an_error_message_is_not_rewritten_to_quote_the_request():
+    """MLflow's scoring server prefixes a model's error with the whole request, base64 faces
+    and all (``Failed to predict data '...'``); our errors keep their message."""
+    error = RequestError("image 3: not an image", 1001)
+    error.message = f"Failed to predict data '{'iVBOR' * 100}'. \nError: {error.message}"
+    assert error.message == "image 3: not an image" and "iVBOR" not in error.serialize_as_json()
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_its_boxes_are_in_its_own_pixels(model):
+    (crop,) = detectable_crops(1)
+    image, (placed,) = canvas_with_faces([crop], size=(2800, 1500), side=600)
+    jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    result = model.predict([jpeg])  # decoded at 1/2 scale: still over detect_max_side (1280)
+    assert len(result) == 1
+    assert best_iou(placed, [result[list(BOX_COLUMNS)].to_numpy()[0]]) > 0.6
+
+
+def test_a_call_past_its_deadline_stops_between_images(model, monkeypatch):
+    """Work a client gave up on does not go on: the call stops at its deadline (504), and the
+    images after it are never searched."""
+    classifier = model.unwrap_python_model()
+    timeout = classifier.settings.model_copy(update={"request_timeout_seconds": 0.5})
+    monkeypatch.setattr(classifier, "settings", timeout)
+    searched = []
+    detect = classifier.finder.detect
+
+    def slow(gray):
+        searched.append(len(searched))
+        time.sleep(0.3)
+        return detect(gray)
+
+    monkeypatch.setattr(classifier.finder, "detect", slow)
+    started = time.monotonic()
+    with pytest.raises(MlflowException, match=r"the call ran past its limit of 0.5 s") as raised:
+        model.predict([np.zeros((60, 60), np.uint8)] * 4)  # the most this model takes
+    assert raised.value.get_http_status_code() == 504
+    assert 1 <= len(searched) < 4 and time.monotonic() - started < 0.5 + 0.3 + 1.0
+    assert raised.value.message.startswith(f"image {len(searched)}: not searched")
+
+
+def test_the_gate_serves_the_cheapest_image_next_and_refuses_the_costliest_when_full():
+    gate, deadline = ImageGate(parallel=1, queued=2), Deadline(30)
+    order, outcomes = [], {}
+
+    def call(cost: int) -> None:
+        try:
+            with gate.turn(cost, deadline, f"cost {cost}"):
+                order.append(cost)
+            outcomes[cost] = "served"
+        except ServerBusy as err:
+            outcomes[cost] = str(err)
+
+    def waiting(count: int) -> None:
+        while len(gate._waiting) != count:
+            time.sleep(0.01)
+
+    threads = []
+    with gate.turn(1, deadline, "first"):  # holds the only turn
+        for cost, queued in ((50, 1), (10, 2), (30, 2), (90, 2)):
+            threads.append(threading.Thread(target=call, args=(cost,)))
+            threads[-1].start()
+            if cost != 90:
+                waiting(queued)
+        threads[-1].join(5)  # 90 costs more than every waiter: refused at once
+    for thread in threads:
+        thread.join(5)
+    assert order == [10, 30]
+    assert outcomes[50] == outcomes[90].replace("90", "50")  # the costliest waiter, refused
+    assert "the server is busy" in outcomes[50]
+
+
+def test_a_wait_for_a_turn_ends_at_the_deadline():
+    gate = ImageGate(parallel=1, queued=4)
+    with gate.turn(1, Deadline(30), "first"):
+        with pytest.raises(DeadlineExceeded, match="image 5: not searched"):
+            with gate.turn(1, Deadline(0.2), "image 5"):
+                pass
+    with gate.turn(1, Deadline(1), "again"):  # the turn was handed back
+        assert gate._waiting == []

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from components.serving.image_input import ImageError
+from components.serving.image_input import ImageError, decode
 from components.serving.model_inputs import (
     face_array,
     files_allowed,
     names_a_file,
-    read_images,
+    pending_images,
 )
 from components.settings import ServeSettings
 from tests.consumers import png
@@ -31,8 +32,19 @@ def photo(height: int = 60, width: int = 80) -> np.ndarray:
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def read(model_input, files: bool = True, channel_order: str = "bgr"):
-    return read_images(model_input, channel_order, SETTINGS, files)
+class Read(NamedTuple):
+    name: str
+    gray: np.ndarray
+
+
+def read(
+    model_input, files: bool = True, channel_order: str = "bgr", settings: ServeSettings = SETTINGS
+) -> list[Read]:
+    """The images as the model reads them: checked whole, then decoded one by one."""
+    return [
+        Read(image.name, decode(image, channel_order, settings.detect_max_side)[0])
+        for image in pending_images(model_input, settings, files)
+    ]
 
 
 @pytest.fixture
@@ -78,7 +90,7 @@ def test_one_colour_array_is_converted_as_its_channel_order():
     "shape", [(3, 48, 48), (3, 48, 48, 1), (3, 2304), (48, 48), (48, 48, 1), (48, 48, 48)]
 )
 def test_face_crop_arrays_are_recognised_first(shape):
-    faces = face_array(np.full(shape, 7, np.uint8))
+    faces = face_array(np.full(shape, 7, np.uint8), ServeSettings())
     assert faces is not None and faces.shape[1:] == (48, 48) and (faces == 7).all()
     assert len(faces) == (1 if shape in ((48, 48), (48, 48, 1)) else shape[0])
 
@@ -94,11 +106,11 @@ def test_face_crop_arrays_are_recognised_first(shape):
     ],
 )
 def test_other_arrays_and_sequences_are_not_face_crops(model_input):
-    assert face_array(model_input) is None
+    assert face_array(model_input, SETTINGS) is None
 
 
 def test_a_flat_2304_column_frame_is_face_crops():
-    faces = face_array(pd.DataFrame(np.zeros((2, 2304), np.uint8)))
+    faces = face_array(pd.DataFrame(np.zeros((2, 2304), np.uint8)), SETTINGS)
     assert faces.shape == (2, 48, 48)
 
 
@@ -109,7 +121,7 @@ def test_an_array_of_no_image_shape_is_a_named_error():
 
 def test_the_image_limit_counts_images_not_rows_of_one_photo():
     read(photo(600, 512))  # 600 rows, one image
-    with pytest.raises(ImageError, match="9 images in one call, over the limit of 8"):
+    with pytest.raises(ImageError, match="9 images in one call, over the limit of 8 images"):
         read([photo()] * 9)
 
 
@@ -174,7 +186,7 @@ def test_bad_files_are_named_errors(tmp_path, make, message):
     settings = ServeSettings(max_image_bytes=1000)
     expected = message or "cannot read it"
     with pytest.raises(ImageError, match=expected):
-        read_images(path, "bgr", settings, files=True)
+        read(path, settings=settings)
 
 
 def test_without_file_reading_a_path_is_refused_and_a_string_is_only_base64(photo_file):
@@ -194,3 +206,54 @@ def test_files_are_read_in_process_only(monkeypatch):
     assert not files_allowed({"read_files": False})
     monkeypatch.setenv(SERVING_MARKER, "true")  # what MLflow's scoring server sets
     assert not files_allowed({}) and not files_allowed({"read_files": True})
+
+
+# --- Limits per call -----------------------------------------------------------------------
+
+
+def test_face_crops_count_toward_the_image_limit():
+    assert face_array(np.zeros((8, 48, 48), np.uint8), SETTINGS).shape == (8, 48, 48)
+    with pytest.raises(ImageError, match="9 face crops in one call, over the limit of 8 images"):
+        face_array(np.zeros((9, 2304), np.int64), SETTINGS)  # refused before any conversion
+
+
+def test_the_pixels_of_a_call_are_limited_together_before_any_decoding(monkeypatch):
+    """64 PNGs of zeros, 3.3 MB in all, once declared 2.5 billion pixels: each under the
+    per-image limit. The call is refused from the headers alone."""
+    zeros = png(np.zeros((600, 660), np.uint8))  # 396,000 pixels in 3 KB
+    settings = ServeSettings(max_request_pixels=1_000_000)
+    monkeypatch.setattr(cv2, "imdecode", lambda *_: pytest.fail("decoded before the check"))
+    with pytest.raises(
+        ImageError, match=r"image 2: brings the images to 1188000 pixels, over the limit of 1000000"
+    ):
+        pending_images([zeros] * 64, settings, files=False)
+    with pytest.raises(ImageError, match=r"image 1: brings the images to 1200000 pixels"):
+        pending_images(np.zeros((3, 1000, 600), np.uint8), settings, files=False)
+
+
+def test_the_encoded_bytes_of_a_call_are_limited_together():
+    encoded = png(photo(60, 80))
+    settings = ServeSettings(max_request_bytes=2 * len(encoded) + 10)
+    assert len(pending_images([encoded] * 2, settings, files=False)) == 2
+    text = base64.b64encode(encoded).decode()
+    with pytest.raises(
+        ImageError, match=rf"image 2: brings the encoded images to {3 * len(encoded)}"
+    ):
+        pending_images([encoded, text, encoded], settings, files=False)
+
+
+@pytest.mark.parametrize(
+    "model_input",
+    [
+        [b"\x00SECRET-FACE-DATA" * 50],  # not an image
+        ["U0VDUkVULUZBQ0UtREFUQQ==" * 3 + "!"],  # not base64
+        [np.full((4, 4), 999)],  # not 0..255 (the message gives the range)
+        [np.zeros((4, 4, 2), np.uint8)],  # not a channel count
+    ],
+)
+def test_errors_name_the_image_and_never_quote_its_data(model_input):
+    with pytest.raises(ImageError, match=r"^image 0: ") as raised:
+        read(model_input, files=False)
+    message = str(raised.value)
+    assert "SECRET" not in message and "U0VDUkVU" not in message
+    assert len(message) < 200

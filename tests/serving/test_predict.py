@@ -126,6 +126,7 @@ def keras_model(tmp_path_factory):
 
 
 def test_cli_predicts_a_folder_of_images_to_csv_and_json(keras_model, tmp_path):
+    """A bad file is reported and the others go on; the exit status counts the failure."""
     crops = detectable_crops(3)
     images = tmp_path / "photos"
     (images / "nested").mkdir(parents=True)
@@ -135,6 +136,7 @@ def test_cli_predicts_a_folder_of_images_to_csv_and_json(keras_model, tmp_path):
     )
     (images / "empty.png").write_bytes(png(canvas_with_faces([])[0]))
     (images / "broken.png").write_bytes(b"not a png")
+    (images / "sliver.png").write_bytes(png(np.zeros((1, 20000), np.uint8)))  # no face, no crash
     params = write_params_for(tmp_path)
     runner = CliRunner()
     result = runner.invoke(
@@ -152,9 +154,9 @@ def test_cli_predicts_a_folder_of_images_to_csv_and_json(keras_model, tmp_path):
             str(params),
         ],
     )
-    assert result.exit_code == 0, result.output
-    assert "broken.png: not an image" in result.stderr
-    assert "2 images with faces, 4 faces, 1 skipped" in result.stderr
+    assert result.exit_code == 1, result.output
+    assert "skipped " in result.stderr and "broken.png: not an image" in result.stderr
+    assert "2 images with faces, 4 faces; 1 of 5 images failed" in result.stderr
     table = pd.read_csv(tmp_path / "faces.csv")
     assert table["source"].map(lambda s: s.rsplit("/", 1)[-1]).tolist() == ["three.jpg"] * 3 + [
         "one.png"

@@ -166,12 +166,45 @@ def test_an_image_round_trips_through_rest(served):
             "params.mode must be one of",
         ),
         ({"something": 1}, "dataframe_split"),
+        (
+            {"inputs": {"image": ["x"]}, "params": {"mdoe": "faces"}},
+            "unknown params mdoe: this model takes mode, channel_order",
+        ),
+        ({"inputs": np.zeros((65, 48, 48), np.uint8).tolist()}, "65 face crops in one call"),
+        (
+            {
+                "inputs": {
+                    "image": [base64.b64encode(png(np.zeros((6600, 6000), np.uint8))).decode()] * 3
+                }
+            },
+            "image 2: brings the images to 118800000 pixels, over the limit of 100000000",
+        ),
     ],
 )
 def test_bad_payloads_are_400_with_a_reason(served, payload, message):
     response = invoke(served, payload)
     assert response.status_code == 400, response.text
     assert message in response.json()["message"]
+
+
+def test_an_error_names_the_image_and_quotes_no_data_no_trace_no_path(served):
+    marker = base64.b64encode(b"SECRET-FACE" * 300).decode()  # base64, but of no image
+    response = invoke(served, {"dataframe_split": {"columns": ["image"], "data": [[marker]]}})
+    assert response.status_code == 400, response.text
+    assert (
+        response.json()["message"]
+        == "image 0: not an image in a known format (PNG, JPEG, BMP, WebP, TIFF): 3300 bytes"
+    )
+    assert marker[:40] not in response.text and "Traceback" not in response.text
+    assert "stack_trace" not in response.json() and str(Path.cwd()) not in response.text
+
+
+def test_slivers_are_images_without_faces(served):
+    sliver = base64.b64encode(png(np.zeros((1, 20000), np.uint8))).decode()
+    response = invoke(served, {"inputs": {"image": [sliver]}})
+    assert response.status_code == 200 and response.json()["predictions"] == []
+    response = invoke(served, {"inputs": np.zeros((1, 1, 5000), np.uint8).tolist()})
+    assert response.status_code == 200 and response.json()["predictions"] == []
 
 
 def test_an_oversized_image_is_refused_and_the_server_carries_on(served):

@@ -398,9 +398,14 @@ from components.training.train import train
 from flows.stages import select_cells
 
 save = checkpoints.Checkpoint._save
-def stalling_save(self, epochs_done):  # stall after the 2nd checkpoint: the test kills it there
+stall, stalled = sys.argv[2], sys.argv[3]
+def stalling_save(self, epochs_done):  # stall at the 2nd checkpoint: the test kills it there
+    if epochs_done == 2 and stall == "before":
+        open(stalled, "w").close()
+        time.sleep(600)
     save(self, epochs_done)
     if epochs_done == 2:
+        open(stalled, "w").close()
         time.sleep(600)
 checkpoints.Checkpoint._save = stalling_save
 params = load_params(sys.argv[1])
@@ -411,20 +416,25 @@ train(shards, cell, params.train, params.augment, params.mlflow)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stall", ["after", "before"])
 def test_a_killed_training_run_resumes_from_its_last_checkpoint(
-    project, tmp_path, monkeypatch, capfd
+    project, tmp_path, monkeypatch, capfd, stall
 ):
+    """Killed once its 2nd epoch is trained, just ``before`` or ``after`` that epoch's
+    checkpoint is written: the rerun goes on from the last checkpoint in the same MLflow run,
+    which ends with each epoch logged once."""
     from components.training.train import train
 
     monkeypatch.chdir(project)
-    params, cell = _params(project, epochs=4, out_dir="models_killed")
+    params, cell = _params(project, epochs=4, out_dir=f"models_killed_{stall}")
     script = tmp_path / "stalling_run.py"
     script.write_text(STALLING_RUN)
     folder = checkpoints.checkpoint_folder(params.train.out_dir, cell.key)
+    stalled = tmp_path / "stalled"
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     killed = subprocess.Popen(
-        [sys.executable, str(script), "params.yaml"],
+        [sys.executable, str(script), "params.yaml", stall, str(stalled)],
         cwd=project,
         env=env,
         stdout=subprocess.PIPE,
@@ -432,7 +442,7 @@ def test_a_killed_training_run_resumes_from_its_last_checkpoint(
         text=True,
     )
     deadline = time.monotonic() + 240
-    while not (folder / "epoch-0002").exists():
+    while not stalled.exists():
         assert killed.poll() is None, (
             f"the run ended before its 2nd checkpoint:\n{killed.communicate()[0][-3000:]}"
         )
@@ -441,8 +451,9 @@ def test_a_killed_training_run_resumes_from_its_last_checkpoint(
     killed.send_signal(signal.SIGKILL)
     killed.communicate(timeout=60)
     assert killed.returncode == -signal.SIGKILL
-    state = json.loads((folder / "epoch-0002" / checkpoints.STATE_FILE).read_text())
-    assert not (project / "models_killed" / cell.key).exists(), "a killed run writes no model"
+    done = 2 if stall == "after" else 1
+    state = json.loads((folder / f"epoch-{done:04d}" / checkpoints.STATE_FILE).read_text())
+    assert not (params.train.out_dir / cell.key).exists(), "a killed run writes no model"
 
     capfd.readouterr()
     resumed = train(
@@ -453,13 +464,13 @@ def test_a_killed_training_run_resumes_from_its_last_checkpoint(
         params.mlflow,
     )
     printed = capfd.readouterr().out
-    assert resumed.resumed_from == 2 and resumed.run_id == state["run_id"], (
-        "from epoch 3, in the same MLflow run"
+    assert resumed.resumed_from == done and resumed.run_id == state["run_id"], (
+        "from the epoch after the checkpoint, in the same MLflow run"
     )
-    assert "Epoch 1/4" not in printed and "Epoch 3/4" in printed
+    assert "Epoch 1/4" not in printed and f"Epoch {done + 1}/4" in printed
     assert resumed.model.exists() and not folder.exists()
     history = json.loads((resumed.folder / "history.json").read_text())
-    assert len(history["loss"]) == 4 and history["loss"][:2] == state["history"]["loss"]
+    assert len(history["loss"]) == 4 and history["loss"][:done] == state["history"]["loss"]
     client = mlflow.MlflowClient()
     assert sorted(m.step for m in client.get_metric_history(state["run_id"], "loss")) == [
         0,

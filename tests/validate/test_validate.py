@@ -368,3 +368,29 @@ def test_fer2013_faults_are_reported_as_warnings(shared_data: Path, tmp_path: Pa
     spread = manifest.groupby("sha256")["split"].nunique()
     assert counts["duplicates_across_splits"][0] == (spread > 1).sum()
     assert set(counts) >= {"class_balance", "duplicates_within_split"}
+
+
+def test_pixels_are_read_in_blocks_with_the_results_of_reading_them_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Statistics per block of images equal those of the whole array, rows in order."""
+    from components.validate import stage
+
+    folder = write(tmp_path, "fer2013", make_dataset("fer2013"))
+    whole = stage._image_table("fer2013", folder)
+    blocks: list[int] = []
+    describe = stage._describe_block
+
+    def spy(pixels: np.ndarray) -> pd.DataFrame:
+        blocks.append(len(pixels))
+        return describe(pixels)
+
+    monkeypatch.setattr(stage, "STATS_CHUNK", 4)
+    monkeypatch.setattr(stage, "_describe_block", spy)
+    chunked = stage._image_table("fer2013", folder)
+    assert blocks == [4, 4, 4, 4, 2]
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert (chunked["pixels_sha256"] == chunked["sha256"]).all()
+    pixels = np.load(folder / PIXELS).reshape(18, -1)
+    assert chunked["pixel_min"].tolist() == pixels.min(axis=1).tolist()
+    assert chunked["pixel_max"].tolist() == pixels.max(axis=1).tolist()

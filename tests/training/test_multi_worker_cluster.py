@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components import mlflow_store
 from components.provenance import SyntheticSampleWarning
 from components.settings import load_params
 from components.training import checkpoints, multi_worker
@@ -79,10 +80,11 @@ def params_file(folder: Path, **train) -> str:
 
 
 def runs(project: Path) -> list[mlflow.entities.Run]:
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(
-        load_params(project / "params.yaml").mlflow.experiment
-    )
+    """The runs in the project's own store, created if need be (connected here, so no store
+    an earlier test of this process set stays current)."""
+    settings = load_params(project / "params.yaml").mlflow
+    client = mlflow_store.connect(settings, create=True)
+    experiment = client.get_experiment_by_name(settings.experiment)
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
@@ -156,7 +158,9 @@ def test_a_cluster_stops_together_and_resumes_from_the_chiefs_checkpoint(
     assert [run.info.run_id for run in runs(project) if run.info.run_id not in before] == [
         first["run_id"]
     ]
-    steps = mlflow.MlflowClient().get_metric_history(first["run_id"], "loss")
+    steps = mlflow_store.connect(load_params(project / "params.yaml").mlflow).get_metric_history(
+        first["run_id"], "loss"
+    )
     assert sorted(m.step for m in steps) == [0, 1]
 
 
