@@ -72,31 +72,52 @@ def describe_pixels(pixels: np.ndarray) -> pd.DataFrame:
 
 def write_dataset(folder: Path | str, dataset: Dataset, provenance: dict | None = None) -> None:
     """Write manifest, pixels, soft labels and the provenance record together, atomically."""
-    manifest = dataset.manifest.assign(
-        **{column: value for column, value in DEFAULTS.items() if column not in dataset.manifest}
+    manifest = _checked_manifest(dataset.manifest, len(dataset.pixels), dataset.soft_labels)
+    with atomic_dir(folder) as tmp:
+        np.save(tmp / PIXELS, np.ascontiguousarray(dataset.pixels, dtype=np.uint8))
+        _write_beside_pixels(tmp, manifest, dataset.soft_labels, provenance)
+
+
+def write_beside_pixels(
+    folder: Path,
+    manifest: pd.DataFrame,
+    soft_labels: np.ndarray | None,
+    provenance: dict | None,
+) -> None:
+    """Complete a dataset folder whose ``pixels.npy`` was streamed in already: the manifest,
+    soft labels and provenance record, checked against the pixels as write_dataset checks."""
+    images = np.load(folder / PIXELS, mmap_mode="r").shape[0]  # the header only
+    checked = _checked_manifest(manifest, images, soft_labels)
+    _write_beside_pixels(folder, checked, soft_labels, provenance)
+
+
+def _checked_manifest(manifest: pd.DataFrame, images: int, soft: np.ndarray | None) -> pd.DataFrame:
+    """The manifest with default columns filled in, in column order, or a clear error when it
+    does not describe ``images`` images (and their soft labels)."""
+    manifest = manifest.assign(
+        **{column: value for column, value in DEFAULTS.items() if column not in manifest}
     )
     missing = set(COLUMNS) - set(manifest.columns)
     if missing:
         raise ValueError(f"manifest lacks columns: {', '.join(sorted(missing))}")
-    if len(manifest) != len(dataset.pixels):
-        raise ValueError(
-            f"manifest has {len(manifest)} rows but there are {len(dataset.pixels)} images"
-        )
-    soft = dataset.soft_labels
+    if len(manifest) != images:
+        raise ValueError(f"manifest has {len(manifest)} rows but there are {images} images")
     if soft is not None and soft.shape != (len(manifest), len(labels.CANONICAL)):
         raise ValueError(
             f"soft labels have shape {soft.shape}, expected ({len(manifest)}, "
             f"{len(labels.CANONICAL)})"
         )
-    with atomic_dir(folder) as tmp:
-        manifest.loc[:, list(COLUMNS)].reset_index(drop=True).to_parquet(
-            tmp / MANIFEST, index=False
-        )
-        np.save(tmp / PIXELS, np.ascontiguousarray(dataset.pixels, dtype=np.uint8))
-        if soft is not None:
-            np.save(tmp / SOFT_LABELS, np.ascontiguousarray(soft, dtype=np.float32))
-        if provenance is not None:
-            write_provenance(tmp, provenance)
+    return manifest.loc[:, list(COLUMNS)].reset_index(drop=True)
+
+
+def _write_beside_pixels(
+    folder: Path, manifest: pd.DataFrame, soft: np.ndarray | None, provenance: dict | None
+) -> None:
+    manifest.to_parquet(folder / MANIFEST, index=False)
+    if soft is not None:
+        np.save(folder / SOFT_LABELS, np.ascontiguousarray(soft, dtype=np.float32))
+    if provenance is not None:
+        write_provenance(folder, provenance)
 
 
 def read_dataset(folder: Path | str, mmap: bool = True) -> Dataset:

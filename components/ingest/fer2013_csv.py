@@ -26,16 +26,12 @@ from components.ingest.ferplus import read_ferplus
 from components.ingest.pixel_stream import PixelWriter, keep_rows
 from components.ingest.splits import carve_validation
 from components.manifest import (
-    COLUMNS,
-    DEFAULTS,
     IMAGE_SIZE,
-    MANIFEST,
     PIXELS,
-    SOFT_LABELS,
     Dataset,
     describe_pixels,
+    write_beside_pixels,
 )
-from components.provenance import write_provenance
 from components.settings import IngestSettings
 
 FER2013_COLUMNS = ("emotion", "pixels", "Usage")
@@ -108,12 +104,8 @@ def write_fer2013_csv(
     labelled = _labelled(path, scan, settings, quarantine)
     if not labelled.keep.all():
         keep_rows(folder / PIXELS, labelled.keep)
-    manifest = labelled.manifest.assign(**DEFAULTS)
-    manifest.loc[:, list(COLUMNS)].to_parquet(folder / MANIFEST, index=False)
-    if labelled.soft is not None:
-        np.save(folder / SOFT_LABELS, labelled.soft.astype(np.float32))
-    write_provenance(folder, provenance)
-    return len(manifest)
+    write_beside_pixels(folder, labelled.manifest, labelled.soft, provenance)
+    return len(labelled.manifest)
 
 
 def _scan(
