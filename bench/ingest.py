@@ -41,9 +41,9 @@ def main(argv: list[str]) -> int:
             )
             return 2
     print(f"data: {data}")
-    print(f"machine: {_machine()}")
+    print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="emoflow-bench-") as tmp:
-        params = _params(Path(tmp), fer2013, ckplus)
+        params = stage_params(Path(tmp), fer2013, ckplus)
         start = time.perf_counter()
         rows = [_timed(name, stage, params) for name, stage in STAGES.items()]
         total = time.perf_counter() - start
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     return 0 if met else 1
 
 
-def _params(work: Path, fer2013: Path, ckplus: Path) -> Params:
+def stage_params(work: Path, fer2013: Path, ckplus: Path) -> Params:
     """params.yaml's settings, with the real data as input and every output under ``work``."""
     params = load_params(ROOT / "params.yaml")
     return params.model_copy(
@@ -130,7 +130,7 @@ def _gib(size: float) -> str:
     return f"{size / 1024**3:.2f} GiB"
 
 
-def _machine() -> str:
+def machine() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     models = (
         [

@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ingest import STAGES, _machine, _params  # bench/ingest.py: the same stages and settings
+from ingest import STAGES, machine, stage_params  # bench/ingest.py: the same stages and settings
 
 from components.settings import SampleSettings
 
@@ -59,7 +59,7 @@ def main() -> int:
     if args.stage:
         return _run_stage(args)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="emoflow-scale-", dir="/tmp"))
-    print(f"machine: {_machine()}; work folder: {workdir}", flush=True)
+    print(f"machine: {machine()}; work folder: {workdir}", flush=True)
     try:
         measured = [m for size in args.sizes for m in _measure_size(size, workdir)]
     finally:
@@ -68,7 +68,7 @@ def main() -> int:
     print(_table(measured))
     if args.json:
         args.json.write_text(
-            json.dumps({"machine": _machine(), "runs": [asdict(m) for m in measured]}, indent=2)
+            json.dumps({"machine": machine(), "runs": [asdict(m) for m in measured]}, indent=2)
             + "\n"
         )
     return 0
@@ -133,7 +133,7 @@ def _run_stage(args: argparse.Namespace) -> int:
         if not ckplus.is_dir():
             generate_sample(SampleSettings(out_dir=ckplus.parent, images_per_class=3, seed=SEED))
         return 0
-    STAGES[args.stage](_params(_outputs(args.workdir, args.images), csv, ckplus))
+    STAGES[args.stage](stage_params(_outputs(args.workdir, args.images), csv, ckplus))
     return 0
 
 
