@@ -7,9 +7,11 @@ has no side effects on a user's MLflow configuration.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -67,10 +69,35 @@ def connect(settings: MlflowSettings, create: bool = False) -> mlflow.MlflowClie
     _bound_http_calls(settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    retried(
-        lambda: mlflow.set_experiment(settings.experiment), "selecting the experiment", settings
-    )
+    with _one_creator(uri):
+        retried(
+            lambda: mlflow.set_experiment(settings.experiment),
+            "selecting the experiment",
+            settings,
+        )
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def _one_creator(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on a sqlite store's folder while the store is opened.
+
+    Opening a sqlite store creates its tables and experiment when they are missing, and
+    MLflow does that without a lock: trainings started side by side on a fresh store (the
+    grid's cells on Dask workers, ``dvc exp run --jobs``) race and fail with "table ...
+    already exists". Server stores serialise this themselves.
+    """
+    if not uri.startswith(SQLITE):
+        yield
+        return
+    parent = Path(uri.removeprefix(SQLITE)).parent
+    parent.mkdir(parents=True, exist_ok=True)  # sqlite makes the file, not its folder
+    folder = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # closing drops the lock
 
 
 def retried(action: Callable[[], T], what: str, settings: MlflowSettings) -> T:

@@ -116,13 +116,8 @@ class PromotionLock:
                     return
                 expires = time.time() + self._lease_seconds
                 renewed = Lease(self._lease.token, expires, self._lease.holder)
-                mlflow_store.retried(
-                    lambda: self._client.set_registered_model_tag(
-                        self._name, LOCK_TAG, renewed.encode()
-                    ),
-                    f"renewing the promotion lock of {self._name}",
-                    self._settings,
-                )
+                if not _write(self._client, self._name, renewed, self._settings):
+                    return
             except EmoFlowError:
                 return
 
@@ -145,15 +140,11 @@ def promotion_lock(
         if current is None or current.expires < time.time():
             created = _ensure_registered(client, name, settings) or created
             mine = Lease(token, time.time() + lease_seconds, holder)
-            mlflow_store.retried(
-                lambda: client.set_registered_model_tag(name, LOCK_TAG, mine.encode()),
-                f"taking the promotion lock of {name}",
-                settings,
-            )
-            time.sleep(SETTLE_SECONDS)
-            current = _read(client, name, settings)
-            if current is not None and current.token == token:
-                break
+            if _write(client, name, mine, settings):
+                time.sleep(SETTLE_SECONDS)
+                current = _read(client, name, settings)
+                if current is not None and current.token == token:
+                    break
         if time.monotonic() > deadline:
             raise PromotionBusy(
                 f"{name}: another promotion ({current.holder if current else 'unknown'}) held "
@@ -166,6 +157,23 @@ def promotion_lock(
         yield lock
     finally:
         lock.release()
+
+
+def _write(client: mlflow.MlflowClient, name: str, lease: Lease, settings: MlflowSettings) -> bool:
+    """Write ``lease`` into the lock tag; False when another promoter's write of the tag
+    collided with this one (the store refuses the second insert of the tag), which is a
+    lost race for the lock, not a failure."""
+    try:
+        mlflow_store.retried(
+            lambda: client.set_registered_model_tag(name, LOCK_TAG, lease.encode()),
+            f"writing the promotion lock of {name}",
+            settings,
+        )
+    except MlflowException as err:
+        if "unique constraint" not in str(err).lower():
+            raise
+        return False
+    return True
 
 
 def _read(client: mlflow.MlflowClient, name: str, settings: MlflowSettings) -> Lease | None:

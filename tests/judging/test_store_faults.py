@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import sqlite3
 import threading
 import time
@@ -123,3 +125,33 @@ def test_the_registry_listing_as_json_for_scripts(store, monkeypatch):
 def test_the_version_is_the_installed_distributions():
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"emoflow {version('emoflow')}"
+
+
+@pytest.mark.slow
+def test_trainings_started_side_by_side_on_a_fresh_store_all_open_it(tmp_path, monkeypatch):
+    """Opening a fresh sqlite store creates its tables; trainings that open it at once (the
+    grid's cells on Dask workers) must not race each other into "table already exists"."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    opener = (
+        "import sys; from components import mlflow_store; "
+        "from components.settings import MlflowSettings; "
+        "mlflow_store.connect(MlflowSettings(tracking_uri=sys.argv[1]), create=True)"
+    )
+    uri = sqlite(tmp_path / "fresh")
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", opener, uri],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        outputs = [opener.communicate(timeout=300)[0] for opener in openers]
+    finally:
+        for process in openers:
+            process.kill()
+    assert [p.returncode for p in openers] == [0] * 4, "\n".join(outputs)
+    experiments = mlflow_store.connect(MlflowSettings(tracking_uri=uri)).search_experiments()
+    assert [e.name for e in experiments].count("emoflow") == 1
