@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
