@@ -15,16 +15,23 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 
 .PHONY: install run run-real test test-fast lint format lock clean ui ui-stop deploy worker bench-video
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+# The web assets (npm's Vega, Bootstrap, ...: components/web_assets.py) make the Data Docs and
+# `dvc plots show` pages work offline; without the npm registry they keep their CDN links.
+$(VENV)/.installed: pyproject.toml requirements.lock components/web_assets.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[pipeline,test]'
+	$(BIN)/python -m components.web_assets || echo "web assets not fetched: reports will load them from CDNs" >&2
 	touch $@
 
 install: $(VENV)/.installed
 
+# The whole pipeline as one Prefect flow run (so `make ui` shows it beside its MLflow run), then
+# `dvc commit` records the flow's outputs in dvc.lock: the stages DVC runs are the flow's, so
+# `dvc repro` afterwards has nothing to do.
 run: install
-	dvc repro
+	emoflow pipeline
+	dvc commit --force --quiet
 	emoflow registry
 
 # The whole pipeline on real FER2013 + CK+ (a folder laid out like ../shared/data) with the CPU

@@ -1,5 +1,5 @@
-"""MLflow connection: one place that decides which tracking store and registry are used, and
-how long a busy or unreachable store is waited for.
+"""MLflow connection: tracking and registry pointed at the store ``components.store_location``
+names, and how long a busy or unreachable store is waited for.
 
 Called by entry points and stage functions, never at import time, so importing a module
 has no side effects on a user's MLflow configuration.
@@ -18,10 +18,9 @@ from typing import TypeVar
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from components.errors import EmoFlowError
 from components.settings import MlflowSettings
+from components.store_location import SQLITE, StoreError, require_store, tracking_uri
 
-SQLITE = "sqlite:///"
 # What a store says when it is busy or away, in the errors MLflow passes on: worth a retry.
 UNAVAILABLE = (
     "database is locked",
@@ -37,22 +36,6 @@ LONGEST_WAIT_SECONDS = 8.0
 T = TypeVar("T")
 
 
-class StoreError(EmoFlowError, RuntimeError):
-    """The tracking store is missing, or stayed busy or unreachable for the whole retry time."""
-
-
-def tracking_uri(settings: MlflowSettings) -> str:
-    """``MLFLOW_TRACKING_URI`` wins over params, so tests and servers can redirect a run.
-
-    A relative sqlite path is made absolute against the working directory: MLflow caches
-    stores by URI, and one relative URI must not mean two files in one process.
-    """
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri
-    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
-        uri = SQLITE + str(Path(uri.removeprefix(SQLITE)).resolve())
-    return uri
-
-
 def connect(settings: MlflowSettings, create: bool = False) -> mlflow.MlflowClient:
     """Point tracking and registry at the same store, select the experiment, return a client.
 
@@ -61,14 +44,12 @@ def connect(settings: MlflowSettings, create: bool = False) -> mlflow.MlflowClie
     an empty store and then failing to find the model in it.
     """
     uri = tracking_uri(settings)
-    if uri.startswith(SQLITE) and not create and not Path(uri.removeprefix(SQLITE)).exists():
-        raise StoreError(
-            f"MLflow store {uri}: no such file. Run the pipeline first (train creates it), "
-            "or point mlflow.tracking_uri (or MLFLOW_TRACKING_URI) at your store"
-        )
+    if not create:
+        require_store(uri)
     _bound_http_calls(settings)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    with _environment_kept("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
     with _one_creator(uri):
         retried(
             lambda: mlflow.set_experiment(settings.experiment),
@@ -76,6 +57,23 @@ def connect(settings: MlflowSettings, create: bool = False) -> mlflow.MlflowClie
             settings,
         )
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def _environment_kept(*names: str) -> Iterator[None]:
+    """The process environment's ``names`` as they were before the block. MLflow exports the
+    URIs it is given to the environment, where :func:`tracking_uri` would take them for a
+    user's choice and let one project's store win over the next one's params in the same
+    process (a flow's threads, a test run)."""
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager

@@ -10,8 +10,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from components.artifacts import atomic_file
+
+# A Keras history holds ``loss`` and ``accuracy`` per epoch on the training batches, and the
+# same on the validation split under ``val_``.
+CURVES = ("loss", "accuracy")
+SPLIT_PREFIXES = {"train": "", "val": "val_"}
 
 
 def _pyplot():
@@ -35,18 +41,29 @@ def training_curves(history: Mapping[str, Sequence[float]], path: Path) -> Path:
     """Loss and accuracy per epoch, training against validation."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
-        for prefix, style in (("", "-"), ("val_", "--")):
+    for axis, metric in zip(axes, CURVES):
+        for (split, prefix), style in zip(SPLIT_PREFIXES.items(), ("-", "--")):
             if f"{prefix}{metric}" in history:
                 values = history[f"{prefix}{metric}"]
-                axis.plot(
-                    range(1, len(values) + 1), values, style, label=f"{prefix or 'train_'}{metric}"
-                )
+                axis.plot(range(1, len(values) + 1), values, style, label=f"{split}_{metric}")
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.legend()
         axis.grid(alpha=0.3)
     return _save(figure, path)
+
+
+def curves_table(history: Mapping[str, Sequence[float]]) -> pd.DataFrame:
+    """The curves as ``dvc plots`` draws them (.dvc/plots/training_curves.json): a row per
+    epoch and split, a column per metric."""
+    rows = [
+        {"epoch": epoch, "split": split}
+        | {m: history[f"{prefix}{m}"][epoch - 1] for m in CURVES if f"{prefix}{m}" in history}
+        for split, prefix in SPLIT_PREFIXES.items()
+        if f"{prefix}loss" in history
+        for epoch in range(1, len(history[f"{prefix}loss"]) + 1)
+    ]
+    return pd.DataFrame(rows, columns=["epoch", "split", *CURVES])
 
 
 def confusion_matrices(

@@ -4,11 +4,14 @@ A model trained on the built-in synthetic sample answers real photos with confid
 ("disgust 0.9999"). The sample generator leaves a marker beside its files; ingest records, per
 dataset, the input it read and whether that marker was there; preprocess copies the record
 next to the shards with their row counts, and promote puts it in the model card and tags.
+Records are known by their content hash (:func:`content_hash`) wherever a model names them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 from components.artifacts import read_json, write_json
@@ -18,6 +21,7 @@ PROVENANCE_FILE = "provenance.json"  # in each interim and processed dataset fol
 TRAINING_DATA_TAG = "training_data"  # on registered versions and training runs: SYNTHETIC or REAL
 SYNTHETIC = "synthetic-sample"
 REAL = "real"
+HASH_CHUNK = 1 << 20  # bytes read at a time when hashing records
 
 
 def mark_sample(folder: Path, seed: int) -> None:
@@ -42,6 +46,18 @@ def read_provenance(folder: Path) -> dict:
     """A dataset folder's record; one written before records existed is of unknown kind."""
     path = folder / PROVENANCE_FILE
     return read_json(path) if path.is_file() else {"source": "unknown", "kind": "unknown"}
+
+
+def content_hash(paths: Iterable[str | Path]) -> str:
+    """The files' bytes, in the order given, hashed: what a model's records are known by, in
+    version tags, model cards and the digests of a run's datasets (which MLflow caps at 36
+    characters: 16 hex digits, 64 bits, tell apart any datasets a registry will hold)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as file:
+            while chunk := file.read(HASH_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 SYNTHETIC_WARNING = (

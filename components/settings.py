@@ -4,6 +4,11 @@ Each block of ``params.yaml`` is one stage's settings (the DVC ``example-get-sta
 layout), so that DVC can track exactly the keys a stage reads. Unknown keys and bad values
 are errors that name the key, because a typo in a knob that silently keeps its default is
 the most expensive kind of bug in a pipeline.
+
+Relative paths in the file (every ``Path`` setting, and the :data:`Location` strings: model
+locations and a relative ``sqlite:///`` store) are relative to the file's folder, the
+project root, where DVC runs every stage: ``emoflow predict -p /project/params.yaml`` from
+another folder reads the project's store and models, not files of the working folder.
 """
 
 from __future__ import annotations
@@ -11,16 +16,29 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from components import labels
 from components.errors import EmoFlowError
 from components.model_kinds import reads_sequences
+from components.store_location import SQLITE
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Location:
+    """Marks a string setting that is a file path or a URI (relative paths are anchored)."""
+
+
+class _OwnBlocks:
+    """Marks a mapping whose values are partial blocks of the settings class that holds it."""
+
+
+Location = Annotated[str, _Location()]
 
 
 class _Block(BaseModel):
@@ -283,7 +301,7 @@ class TrainSettings(_Block):
     checkpoints: bool = True
     mixed_precision: bool = True  # float16 compute where a GPU runs the model; no-op on CPU
     multi_gpu: bool = True  # MirroredStrategy when there is more than one GPU
-    overrides: dict[Architecture, dict[str, object]] = {}
+    overrides: Annotated[dict[Architecture, dict[str, object]], _OwnBlocks()] = {}
     out_dir: Path = Path("models")
 
     @field_validator("emotion_sets", mode="before")
@@ -349,10 +367,10 @@ class EvaluateSettings(_Block):
     in_split: Literal["train", "val", "test"] = "test"
     cross_dataset: str = "ckplus"
     cross_splits: list[Literal["train", "val", "test"]] = ["train", "val", "test"]
-    out_dir: Path = Path("reports/evaluation")  # <model>/metrics.json: DVC metrics
-    predictions_dir: Path = Path(
-        "reports/predictions"
-    )  # <model>/<dataset>.csv: DVC confusion plots
+    # <model>/: metrics.json (the headline: DVC metrics), scores.json (every score: the gate),
+    # curves.csv (the training curves: a DVC plot)
+    out_dir: Path = Path("reports/evaluation")
+    predictions_dir: Path = Path("reports/predictions")  # <model>.csv: DVC confusion plots
     figures_dir: Path = Path("reports/figures")  # <model>/*.png
     batch_size: Annotated[int, Field(ge=1)] = 256
     # Test-time averaging of each face's predictions: none; flip: with its mirror image;
@@ -469,7 +487,7 @@ class ServeSettings(_Block):
 class PredictSettings(_Block):
     """``emoflow predict``: which model, and how video predictions are smoothed over time."""
 
-    model: str = (
+    model: Location = (
         "models:/emoflow-fer7@champion"  # a registry URI, an MLflow model folder or a .keras file
     )
     ema_alpha: Annotated[float, Field(gt=0.0, le=1.0)] = (
@@ -495,7 +513,7 @@ class MlflowSettings(_Block):
     ``MLFLOW_HTTP_REQUEST_TIMEOUT`` and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` win over them.
     """
 
-    tracking_uri: str = "sqlite:///mlflow.db"
+    tracking_uri: Location = "sqlite:///mlflow.db"  # a relative sqlite file: beside params.yaml
     experiment: str = "emoflow"
     retry_seconds: Annotated[float, Field(ge=0)] = 60.0
     request_timeout_seconds: Annotated[float, Field(gt=0)] = 20.0
@@ -577,10 +595,13 @@ def load_params(
     """Read and check ``params.yaml``; every problem is reported with its dotted key.
 
     ``profiles`` name entries of its ``profiles`` block, laid over the rest in order (mappings
-    key by key, anything else replaced), with ``{data}`` in their strings replaced by ``data``.
+    key by key, anything else replaced), with ``{data}`` in their strings replaced by ``data``
+    (a folder given relative to the working folder; the default is relative to the file's).
     Every profile is checked on every load, so a broken one fails before anything runs.
+    Relative paths are then anchored at the file's folder (see the module's docstring).
     """
     path = Path(path)
+    anchor = _anchor(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as err:
@@ -590,7 +611,7 @@ def load_params(
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of stage blocks, got {type(raw).__name__}")
     params = _validated(raw, str(path))
-    folder = str(data if data is not None else DEFAULT_DATA)
+    folder = str(DEFAULT_DATA if data is None else _from_working_folder(Path(data), anchor))
     changes = {name: _with_data(block, folder) for name, block in params.profiles.items()}
     for name, block in changes.items():
         _validated(_merged(raw, block), f"{path}: profile {name}")
@@ -600,10 +621,61 @@ def load_params(
         raise ParamsError(f"{path}: no profile {', '.join(unknown)} (known: {known})")
     for name in profiles:
         raw = _merged(raw, changes[name])
-    return _validated(raw, f"{path} with profiles {', '.join(profiles)}") if profiles else params
+    if profiles:
+        params = _validated(raw, f"{path} with profiles {', '.join(profiles)}")
+    # Defaults are anchored too: a dump holds every setting, given or not.
+    return Params.model_validate(_anchored(params.model_dump(by_alias=True), Params, anchor))
 
 
 DEFAULT_DATA = Path("../shared/data")  # where a profile's {data} points unless told
+
+
+def _anchor(path: Path) -> Path:
+    """The params file's folder; ``.`` when that is the working folder, so that a project's
+    settings come out the same however its file is named (``params.yaml`` by DVC, an
+    absolute path by a flow or a test): stages write some of them into their outputs, which
+    must not change with the spelling."""
+    folder = path.parent
+    return Path(".") if folder.resolve() == Path.cwd().resolve() else folder
+
+
+def _from_working_folder(path: Path, anchor: Path) -> Path:
+    """``path``, given relative to the working folder, as it must be written in settings that
+    are anchored at ``anchor``."""
+    return path if path.is_absolute() or anchor == Path(".") else path.absolute()
+
+
+def _anchored(block: dict, model: type[BaseModel], anchor: Path) -> dict:
+    """``block`` (settings of ``model``, as a dict) with its relative locations made relative
+    to ``anchor``, the params file's folder."""
+    fields = {field.alias or name: field for name, field in model.model_fields.items()}
+    return {
+        key: value if key not in fields else _anchored_value(value, fields[key], model, anchor)
+        for key, value in block.items()
+    }
+
+
+def _anchored_value(value: Any, field: FieldInfo, model: type[BaseModel], anchor: Path) -> Any:
+    kind, marks = field.annotation, field.metadata
+    if value is None:
+        return value
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return _anchored(value, kind, anchor)
+    if any(isinstance(mark, _OwnBlocks) for mark in marks):
+        return {name: _anchored(block, model, anchor) for name, block in value.items()}
+    if Path in (kind, *get_args(kind)):
+        return anchor / value
+    if any(isinstance(mark, _Location) for mark in marks):
+        return _anchored_location(value, anchor)
+    return value
+
+
+def _anchored_location(value: str, anchor: Path) -> str:
+    """A relative path, or the relative file of a sqlite URI, under ``anchor``; other URIs
+    (``models:/``, ``runs:/``, ``http://``, an absolute sqlite file) as they are."""
+    if value.startswith(SQLITE):
+        return SQLITE + str(anchor / value.removeprefix(SQLITE))
+    return value if ":/" in value else str(anchor / value)
 
 
 def _validated(raw: dict, where: str) -> Params:

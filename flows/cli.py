@@ -1,27 +1,42 @@
-"""The ``emoflow`` command: one subcommand per stage (what DVC runs), plus the pipeline and
-the registry.
+"""The ``emoflow`` command: one subcommand per stage (what DVC runs), plus the pipeline, the
+registry and the consumers (predict, export, demo, serve).
 
 Expected failures (``components.errors.EmoFlowError``: bad input data, bad settings, a failed
-validation, an unreachable registry) print one readable message and exit 1; a traceback is
-kept for real bugs.
+validation, an unreachable registry; a missing file; MLflow's answers) print one readable
+message and exit 1; a traceback is kept for real bugs. Settings, arguments and input files
+are checked before a command imports TensorFlow or MLflow, which take half a minute, so a
+mistake is reported at once. Each command ends with one line saying what it read, wrote and
+found (with ``--json``, a JSON document instead); third-party chatter is silenced
+(``components.quiet_logs``) unless ``emoflow --verbose``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import typer
 
+from components import quiet_logs
 from components.errors import EmoFlowError
-from components.settings import load_params
-from flows.stages import DATA_STAGES, MODEL_STAGES, select_cells
+from components.settings import ModelCell, Params, load_params
+from components.store_location import require_store, tracking_uri
+from flows.stages import (
+    DATA_STAGES,
+    MODEL_STAGES,
+    STAGE_FILES,
+    missing_inputs,
+    select_cells,
+    summarise,
+)
 
-# An entry point may set the process's defaults: TensorFlow's C++ info chatter hides progress.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="EmoFlow: a reproducible facial expression recognition pipeline.", no_args_is_help=True
@@ -41,8 +56,13 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show every library's log lines and warnings."
+    ),
 ) -> None:
     """EmoFlow: a reproducible facial expression recognition pipeline."""
+    if not verbose:
+        quiet_logs.quiet()
 
 
 ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="Settings file.")
@@ -58,14 +78,73 @@ ProfileOption = typer.Option(
 DataOption = typer.Option(
     None, "--data", help="Folder of the real datasets, {data} in profiles (../shared/data)."
 )
+JsonOption = typer.Option(False, "--json", help="The summary as one JSON document, for scripts.")
 
 
-def _guarded(name: str, action: Callable[[], object]) -> object:
+# Which extra of the distribution a command needs (pyproject.toml); the rest need `pipeline`.
+EXTRA_OF = {
+    "predict": "serve",
+    "serve": "serve",
+    "demo": "serve",
+    "registry": "serve",
+    "rollback": "serve",
+    "export": "export",
+}
+
+
+def _guarded(name: str, action: Callable[[], T]) -> T:
     try:
         return action()
-    except (EmoFlowError, FileNotFoundError) as err:
-        typer.secho(f"emoflow {name}: {err}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
+    except ModuleNotFoundError as err:
+        extra = EXTRA_OF.get(name, "pipeline")
+        _fail(name, f"{err.name} is not installed: pip install 'emoflow[{extra}]'")
+    except Exception as err:
+        if not _expected(err):
+            raise
+        _fail(name, str(err))
+
+
+def _expected(error: Exception) -> bool:
+    """A failure a user can act on: the project's errors, a missing file, MLflow's answers
+    (a model URI the registry does not know). MLflow's can only come once it is imported, so
+    asking does not import it."""
+    mlflow_errors = sys.modules.get("mlflow.exceptions")
+    answers = (mlflow_errors.MlflowException,) if mlflow_errors else ()
+    return isinstance(error, (EmoFlowError, FileNotFoundError, *answers))
+
+
+def _fail(name: str, message: str) -> NoReturn:
+    typer.secho(f"emoflow {name}: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(1)
+
+
+def _report(name: str, line: str, document: dict, as_json: bool, err: bool = False) -> None:
+    """A command's last word: one line in plain words, or one JSON document."""
+    typer.echo(json.dumps(document) if as_json else f"emoflow {name}: {line}", err=err)
+
+
+def _missing(
+    name: str, settings: Params, cells: list[ModelCell | None], raw_only: bool = False
+) -> list[str]:
+    """The inputs stage ``name`` declares that are not there, for every cell; ``raw_only``:
+    only those no stage writes (a raw dataset, a file a setting names)."""
+    return [
+        f"{path}: no such file or folder" + (f" (emoflow {writer} writes it)" if writer else "")
+        for cell in cells
+        for path, writer in missing_inputs(name, settings, cell).items()
+        if writer is None or not raw_only
+    ]
+
+
+def _run_stage(name: str, stage, settings: Params, cells: list[ModelCell | None], as_json: bool):
+    problems = _missing(name, settings, cells)  # for every cell, before any runs
+    if problems:
+        _fail(name, "; ".join(problems))
+    for cell in cells:
+        result = _guarded(name, lambda: stage(settings) if cell is None else stage(settings, cell))
+        summary = summarise(name, settings, cell, result)
+        title = name if cell is None else f"{name} {cell.key}"
+        _report(title, summary.line(), summary.document(), as_json)
 
 
 def _register_data_stage(name: str, stage) -> None:
@@ -73,9 +152,10 @@ def _register_data_stage(name: str, stage) -> None:
         params: Path = ParamsOption,
         profile: list[str] = ProfileOption,
         data: Path | None = DataOption,
+        as_json: bool = JsonOption,
     ) -> None:
-        result = _guarded(name, lambda: stage(load_params(params, profile, data)))
-        typer.echo(f"emoflow {name}: done: {result}")
+        settings = _guarded(name, lambda: load_params(params, profile, data))
+        _run_stage(name, stage, settings, [None], as_json)
 
     app.command(name=name, help=(stage.__doc__ or "").strip())(command)
 
@@ -87,11 +167,11 @@ def _register_model_stage(name: str, stage) -> None:
         emotion_set: str | None = EmotionSetOption,
         profile: list[str] = ProfileOption,
         data: Path | None = DataOption,
+        as_json: bool = JsonOption,
     ) -> None:
         settings = _guarded(name, lambda: load_params(params, profile, data))
-        for cell in _guarded(name, lambda: select_cells(settings, architecture, emotion_set)):
-            result = _guarded(name, lambda: stage(settings, cell))
-            typer.echo(f"emoflow {name} {cell.key}: done: {result}")
+        cells = _guarded(name, lambda: select_cells(settings, architecture, emotion_set))
+        _run_stage(name, stage, settings, cells, as_json)
 
     app.command(
         name=name, help=f"{(stage.__doc__ or '').strip()} (every grid cell unless filtered)"
@@ -111,17 +191,30 @@ def pipeline(
     data: Path | None = DataOption,
 ) -> None:
     """Run every stage as one Prefect flow run (the same functions DVC runs)."""
-    from flows.training import run_pipeline
-
-    _guarded("pipeline", lambda: load_params(params, profile, data))  # fails fast, before Prefect
+    # Fails fast, before Prefect starts: bad settings, or an input no stage writes (raw data).
+    settings = _guarded("pipeline", lambda: load_params(params, profile, data))
+    for name in STAGE_FILES:  # in order: raw data missing fails before later stages are asked
+        cells = settings.train.grid() if name in MODEL_STAGES else [None]
+        problems = _missing(name, settings, cells, raw_only=True)
+        if problems:
+            _fail("pipeline", "; ".join(problems))
     folder = None if data is None else str(data)
-    _guarded("pipeline", lambda: run_pipeline(str(params), profile, folder))
+    _guarded("pipeline", lambda: _flow().run_pipeline(str(params), profile, folder))
+
+
+def _flow():
+    """The Prefect flow's module (imported only by the command that runs it: Prefect is the
+    pipeline extra's)."""
+    from flows import training
+
+    return training
 
 
 @app.command()
 def reference(
     out: Path = typer.Argument(..., help="JSON file to write; then name it in validate.reference."),
     params: Path = ParamsOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """Record the ingested data's pixel statistics as the ranges later runs are checked against."""
     from components.validate.stage import write_reference
@@ -130,9 +223,11 @@ def reference(
     settings = _guarded("reference", lambda: load_params(params))
     margin = settings.validate_.reference_margin
     written = _guarded("reference", lambda: write_reference(interim_folders(settings), out, margin))
-    typer.echo(
-        f"emoflow reference: wrote {written} (ranges widened by {margin}); set validate.reference "
-        "to use it"
+    _report(
+        "reference",
+        f"wrote {written} (ranges widened by {margin}); set validate.reference to use it",
+        {"wrote": str(written), "margin": margin},
+        as_json,
     )
 
 
@@ -142,10 +237,10 @@ def registry_list(
     as_json: bool = typer.Option(False, "--json", help="One JSON document, for scripts."),
 ) -> None:
     """List registered models, their versions, aliases and blessings."""
+    settings = _guarded("registry", lambda: load_params(params))
+    _guarded("registry", lambda: require_store(tracking_uri(settings.mlflow)))
     from components import mlflow_store
     from components.judging import registry
-
-    settings = _guarded("registry", lambda: load_params(params))
 
     def listing() -> list[tuple[str, list]]:
         client = mlflow_store.connect(settings.mlflow)
@@ -186,29 +281,35 @@ def registry_list(
 
 
 @app.command()
-def rollback(name: str, params: Path = ParamsOption) -> None:
-    """Move NAME's champion alias back to the previous blessed version."""
+def rollback(name: str, params: Path = ParamsOption, as_json: bool = JsonOption) -> None:
+    """Move NAME's champion alias back to the previous blessed version (MLflow only: no
+    TensorFlow is loaded)."""
+    settings = _guarded("rollback", lambda: load_params(params))
+    _guarded("rollback", lambda: require_store(tracking_uri(settings.mlflow)))
     from components import mlflow_store
     from components.judging import registry
-
-    settings = _guarded("rollback", lambda: load_params(params))
 
     def moved() -> tuple[str, str]:
         return registry.rollback(mlflow_store.connect(settings.mlflow), name, settings.mlflow)
 
     before, after = _guarded("rollback", moved)
-    typer.echo(f"{name}: champion moved from v{before} back to v{after}")
+    _report(
+        "rollback",
+        f"{name}: champion moved from v{before} back to v{after}",
+        {"model": name, "champion_before": before, "champion_after": after},
+        as_json,
+    )
 
 
-def _consumer(name: str, action: Callable[[], str]) -> None:
-    from mlflow.exceptions import MlflowException  # a model URI the registry does not know
+def _consumer_settings(name: str, params: Path, model: str | None) -> tuple[Params, str]:
+    """The settings and the model a consumer uses, the model checked before it is loaded:
+    ``--model`` is relative to the working folder, predict.model to the params file's."""
+    from components.serving.predict import check_model
 
-    try:
-        summary = action()
-    except (EmoFlowError, FileNotFoundError, MlflowException) as err:
-        typer.secho(f"emoflow {name}: {err}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
-    typer.echo(f"emoflow {name}: done: {summary}", err=True)  # stdout may carry the results
+    settings = _guarded(name, lambda: load_params(params))
+    chosen = model or settings.predict.model
+    _guarded(name, lambda: check_model(chosen, settings.mlflow))
+    return settings, chosen
 
 
 ModelOption = typer.Option(
@@ -228,6 +329,9 @@ MaxFramesOption = typer.Option(None, help="Stop each video or the webcam after t
 ExportOutOption = typer.Option(
     Path("models/export"), "--out", "-o", help="Folder for model.onnx, model.tflite, parity.json."
 )
+AllowNoFaceOption = typer.Option(
+    False, "--allow-no-face", help="An image in which no face is found is not a failure."
+)
 
 
 @app.command()
@@ -239,40 +343,64 @@ def predict(
     mode: str = ModeOption,
     webcam: int | None = WebcamOption,
     max_frames: int | None = MaxFramesOption,
+    allow_no_face: bool = AllowNoFaceOption,
     params: Path = ParamsOption,
+    as_json: bool = JsonOption,
 ) -> None:
-    """Emotions per face: images to a table; videos and webcams to smoothed JSON lines."""
+    """Emotions per face: images to a table; videos and webcams to smoothed JSON lines. Exits 1
+    when an input failed (not an image, over a limit, no face found), after the others."""
     from components.serving import predict as consumer
 
-    def action() -> str:
-        settings = load_params(params)
-        classifier = consumer.load_classifier(
-            model or settings.predict.model, settings.serve, settings.mlflow
-        )
-        return consumer.run(
-            classifier, sources or [], settings.predict, out, annotate, mode, webcam, max_frames
-        )
-
-    _consumer("predict", action)
+    job = _guarded(
+        "predict", lambda: consumer.plan(sources or [], out, annotate, mode, webcam, max_frames)
+    )
+    settings, chosen = _consumer_settings("predict", params, model)
+    classifier = _guarded(
+        "predict", lambda: consumer.load_classifier(chosen, settings.serve, settings.mlflow)
+    )
+    warn = (lambda message: None) if as_json else (lambda message: typer.echo(message, err=True))
+    summary = _guarded(
+        "predict", lambda: consumer.run(classifier, job, settings.predict, allow_no_face, warn)
+    )
+    # stdout carries the predictions unless they went to a file
+    _report("predict", summary.line(), summary.document(), as_json, err=not as_json or not out)
+    if summary.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
 def export(
-    model: str | None = ModelOption, out: Path = ExportOutOption, params: Path = ParamsOption
+    model: str | None = ModelOption,
+    out: Path = ExportOutOption,
+    params: Path = ParamsOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """Export a model's network to ONNX and TFLite, each checked against Keras."""
+    settings, chosen = _consumer_settings("export", params, model)
     from components.serving import export as exporter
     from components.serving.predict import load_classifier
 
-    def action() -> str:
-        settings = load_params(params)
-        classifier = load_classifier(
-            model or settings.predict.model, settings.serve, settings.mlflow
+    classifier = _guarded(
+        "export", lambda: load_classifier(chosen, settings.serve, settings.mlflow)
+    )
+    with quiet_logs.library_messages_hidden():
+        outputs = _guarded(
+            "export", lambda: exporter.export(classifier.network, classifier.emotions, out)
         )
-        outputs = exporter.export(classifier.network, classifier.emotions, out)
-        return f"{outputs.folder}, largest difference from Keras: {outputs.max_difference}"
-
-    _consumer("export", action)
+    largest = max(outputs.max_difference.values())
+    _report(
+        "export",
+        f"read {chosen}; wrote {outputs.onnx}, {outputs.tflite}; largest difference from "
+        f"Keras {largest:.1e}",
+        {
+            "model": chosen,
+            "onnx": str(outputs.onnx),
+            "tflite": str(outputs.tflite),
+            "max_difference": outputs.max_difference,
+        },
+        as_json,
+        err=not as_json,
+    )
 
 
 @app.command()
@@ -283,14 +411,11 @@ def demo(
 ) -> None:
     """A web page on 127.0.0.1 to try a model: drop a photo or start the webcam, see each
     face's box and emotions, and what the model was trained on."""
+    settings, chosen = _consumer_settings("demo", params, model)
     from components.serving import demo as page
 
-    def action() -> str:
-        settings = load_params(params)
-        page.serve(model or settings.predict.model, settings.serve, settings.mlflow, port)
-        return "stopped"
-
-    _consumer("demo", action)
+    _guarded("demo", lambda: page.serve(chosen, settings.serve, settings.mlflow, port))
+    typer.echo("emoflow demo: stopped", err=True)
 
 
 @app.command()
@@ -304,16 +429,13 @@ def serve(
 ) -> None:
     """MLflow's REST scoring server for a model (models:/NAME@ALIAS or a model folder), behind
     EmoFlow's limits: request body size, and requests read and predicted at once (503 past them)."""
+    settings, chosen = _consumer_settings("serve", params, model)
     from components.serving import rest_server
 
-    def action() -> str:
-        settings = load_params(params)
-        rest_server.serve(
-            model or settings.predict.model, settings.serve, settings.mlflow, host, port
-        )
-        return "stopped"
-
-    _consumer("serve", action)
+    _guarded(
+        "serve", lambda: rest_server.serve(chosen, settings.serve, settings.mlflow, host, port)
+    )
+    typer.echo("emoflow serve: stopped", err=True)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,22 @@ function, and what it reads and writes (:data:`STAGE_FILES`). The CLI (and so DV
 Prefect flow both run these functions, so no step exists twice; the flow's cache keys read
 the declarations, and a test holds ``dvc.yaml`` to them and to the imports of each stage's
 code. Data stages run once; model stages run once per cell of the training grid
-(architecture x emotion set).
+(architecture x emotion set). The same declarations let the CLI check a stage's inputs before
+its code is imported and say, in one line, what a run read, wrote and scored
+(:func:`summarise`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from components.artifacts import read_json
+from components.model_files import HISTORY_FILE
 from components.settings import ModelCell, Params, ParamsError
+from components.store_location import tracking_uri
 
 DATASETS = ("fer2013", "ckplus")
 
@@ -166,6 +171,13 @@ def _card(params: Params, cell: Cell) -> Path:
     return card_path(params.promote.out_dir, cell.key)
 
 
+def _validation_result(params: Params) -> Path:
+    """The validate stage's verdict, the one file of its output that preprocess needs."""
+    from components.validate.outputs import RESULT_JSON
+
+    return params.validate_.out_dir / RESULT_JSON
+
+
 def _recipes_folder(params: Params) -> Path:
     from components.training.recipes import RECIPES_DIR
 
@@ -192,7 +204,7 @@ STAGE_FILES: dict[str, StageFiles] = {
     ),
     "preprocess": StageFiles(
         lambda p, c: blocks(p, "preprocess", "augment"),
-        lambda p, c: (p.ingest.out_dir, p.validate_.out_dir),
+        lambda p, c: (p.ingest.out_dir, _validation_result(p)),
         lambda p, c: (p.preprocess.out_dir, p.augment.grid_png),
     ),
     "recipes": StageFiles(
@@ -212,9 +224,10 @@ STAGE_FILES: dict[str, StageFiles] = {
     "evaluate": StageFiles(
         lambda p, c: _model_settings(p, c, "evaluate", "mlflow"),
         lambda p, c: (p.train.out_dir / c.key, p.preprocess.out_dir),
-        lambda p, c: tuple(
-            folder / c.key
-            for folder in (p.evaluate.out_dir, p.evaluate.predictions_dir, p.evaluate.figures_dir)
+        lambda p, c: (
+            p.evaluate.out_dir / c.key,
+            p.evaluate.predictions_dir / f"{c.key}.csv",
+            p.evaluate.figures_dir / c.key,
         ),
         tracked=True,
     ),
@@ -230,4 +243,149 @@ STAGE_FILES: dict[str, StageFiles] = {
         tracked=True,
         cached=False,
     ),
+}
+
+
+def missing_inputs(name: str, params: Params, cell: Cell = None) -> dict[Path, str | None]:
+    """The declared inputs of stage ``name`` that do not exist, each with the earlier stage
+    that writes it (None: none does; a raw dataset or a file a setting names). The CLI checks
+    them before the stage's code is imported (TensorFlow takes half a minute), as DVC checks
+    a stage's deps."""
+    stages = list(STAGE_FILES)
+    earlier = stages[: stages.index(name)]  # a stage reads only what earlier ones write
+    missing = {}
+    for path in STAGE_FILES[name].reads(params, cell):
+        if path is None or path.exists():
+            continue
+        writers = [
+            other
+            for other in earlier
+            if (cell is not None or other in DATA_STAGES)
+            and any(_inside(path, out) for out in STAGE_FILES[other].writes(params, cell))
+        ]
+        missing[path] = writers[0] if writers else None
+    return missing
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+# --- What a run did, in one line ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageSummary:
+    """What one run of a stage read and wrote (its declared files) and its key figures: a line
+    in plain words for people, a JSON document for scripts."""
+
+    stage: str
+    model: str | None  # the grid cell of a model stage
+    read: list[str]
+    wrote: list[str]
+    figures: dict[str, Any]
+
+    def line(self) -> str:
+        figures = ", ".join(f"{key} {_plain(value)}" for key, value in self.figures.items())
+        parts = (
+            f"read {', '.join(self.read)}" if self.read else "",
+            f"wrote {', '.join(self.wrote)}" if self.wrote else "",
+            figures,
+        )
+        return "; ".join(part for part in parts if part)
+
+    def document(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarise(name: str, params: Params, cell: Cell, result: object) -> StageSummary:
+    """The summary of stage ``name``'s run that returned ``result``; None from train is a
+    cluster worker's run, whose outputs the chief wrote."""
+    files = STAGE_FILES[name]
+    wrote = [str(path) for path in files.writes(params, cell)]
+    if files.tracked:
+        wrote.append(f"MLflow {tracking_uri(params.mlflow)}")
+    return StageSummary(
+        stage=name,
+        model=None if cell is None else cell.key,
+        read=[str(path) for path in files.reads(params, cell) if path is not None],
+        wrote=[] if result is None else wrote,
+        figures={"outputs": "written by the chief"} if result is None else FIGURES[name](result),
+    )
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, list):
+        return "+".join(str(item) for item in value) or "none"
+    return str(value)
+
+
+def _sample_figures(files) -> dict[str, Any]:
+    with files.fer2013_csv.open() as rows:
+        fer2013 = sum(1 for _ in rows) - 1  # the header
+    return {"fer2013.images": fer2013, "ckplus.images": len(list(files.ckplus_dir.rglob("*.png")))}
+
+
+def _ingest_figures(outputs) -> dict[str, Any]:
+    import pyarrow.parquet as parquet
+
+    from components.manifest import MANIFEST
+
+    figures: dict[str, Any] = {
+        f"{name}.images": parquet.ParquetFile(folder / MANIFEST).metadata.num_rows
+        for name, folder in (("fer2013", outputs.fer2013), ("ckplus", outputs.ckplus))
+    }
+    if outputs.quarantine is not None:
+        figures["skipped_records"] = read_json(outputs.quarantine)["count"]
+    return figures
+
+
+def _preprocess_figures(outputs) -> dict[str, Any]:
+    return {
+        f"{name}.shards": len(list(folder.glob("*.tfrecord.gz")))
+        for name, folder in outputs.shards.items()
+    }
+
+
+def _train_figures(outputs) -> dict[str, Any]:
+    history = read_json(outputs.folder / HISTORY_FILE)
+    figures = {
+        "epochs": len(history["loss"]),
+        "val_accuracy": history["val_accuracy"][-1],
+        "run": outputs.run_id,
+    }
+    if outputs.resumed_from is not None:
+        figures["resumed_after_epoch"] = outputs.resumed_from
+    return figures
+
+
+def _evaluate_figures(outputs) -> dict[str, Any]:
+    return {
+        f"{dataset}.accuracy": scores["accuracy"]
+        for dataset, scores in read_json(outputs.metrics).items()
+    }
+
+
+def _promote_figures(blessing) -> dict[str, Any]:
+    figures: dict[str, Any] = {
+        "blessing": "passed" if blessing.passed else "refused",
+        "failed_checks": [check.metric for check in blessing.checks if not check.passed],
+    }
+    if blessing.version is not None:
+        figures["registered"] = f"{blessing.model_name} v{blessing.version}"
+    figures["champion"] = f"v{read_json(blessing.report).get('champion_after') or '-'}"
+    return figures
+
+
+FIGURES: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "sample": _sample_figures,
+    "ingest": _ingest_figures,
+    "validate": lambda report: {"warnings": report.warnings},
+    "preprocess": _preprocess_figures,
+    "recipes": lambda folder: {"models": len(list(folder.glob("*.json")))},
+    "train": _train_figures,
+    "evaluate": _evaluate_figures,
+    "promote": _promote_figures,
 }

@@ -3,9 +3,9 @@
 #
 #   infra/mlflow-server.sh start|stop|status|restart
 #
-# Backend store: MLFLOW_BACKEND_STORE_URI (a database; sqlite under .servers/ by default).
-# Artifacts: uploaded to and served by the server itself (--serve-artifacts), stored under
-# MLFLOW_ARTIFACTS_DESTINATION (a folder here; s3://... in infra/docker-compose.yml).
+# Backend store: MLFLOW_BACKEND_STORE_URI (a database; the project's mlflow.db by default).
+# Artifacts: where the project's runs keep them (mlruns/), or, with MLFLOW_ARTIFACTS_DESTINATION
+# set (a folder, s3://...), uploaded to and served by the server itself (--serve-artifacts).
 # Point the pipeline at it with MLFLOW_TRACKING_URI=http://$MLFLOW_HOST:$MLFLOW_PORT (`. infra/local.env`).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,18 +18,18 @@ source "$HERE/daemon.sh"
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION
 
 start() {
-    case "$MLFLOW_ARTIFACTS_DESTINATION" in
-        *://*) ;;
-        *) mkdir -p "$MLFLOW_ARTIFACTS_DESTINATION" ;;
-    esac
+    local artifacts=(--no-serve-artifacts --default-artifact-root "$EMOFLOW_PROJECT/mlruns")
+    if [[ -n "$MLFLOW_ARTIFACTS_DESTINATION" ]]; then
+        artifacts=(--serve-artifacts --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION")
+        [[ "$MLFLOW_ARTIFACTS_DESTINATION" == *://* ]] || mkdir -p "$MLFLOW_ARTIFACTS_DESTINATION"
+    fi
     case "$MLFLOW_BACKEND_STORE_URI" in
         sqlite:///*) mkdir -p "$(dirname "${MLFLOW_BACKEND_STORE_URI#sqlite:///}")" ;;
     esac
     daemon_start mlflow "$MLFLOW_HOST" "$MLFLOW_PORT" "$EMOFLOW_MLFLOW_URL/health" \
         mlflow server \
         --host "$MLFLOW_HOST" --port "$MLFLOW_PORT" --workers "$MLFLOW_WORKERS" \
-        --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
-        --serve-artifacts --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION"
+        --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" "${artifacts[@]}"
 }
 
 daemon_main mlflow "${1:-}"

@@ -41,10 +41,11 @@ def deep_merge(base: dict, overrides: dict) -> dict:
     return merged
 
 
-def write_params(folder: Path, overrides: dict) -> Path:
-    """The project's params.yaml with ``overrides`` merged in, written to ``folder``."""
+def write_params(folder: Path, overrides: dict, name: str = "params.yaml") -> Path:
+    """The project's params.yaml with ``overrides`` merged in, written to ``folder / name``
+    (relative paths in it hold from ``folder``)."""
     params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
-    path = folder / "params.yaml"
+    path = folder / name
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 

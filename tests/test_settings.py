@@ -6,7 +6,8 @@ from components.settings import ParamsError, load_params
 from tests.conftest import ROOT, write_params
 
 
-def test_project_params_load_into_typed_settings():
+def test_project_params_load_into_typed_settings(monkeypatch):
+    monkeypatch.chdir(ROOT)
     params = load_params(ROOT / "params.yaml")
     assert params.train.emotion_sets["fer7"] == (
         "angry",
@@ -19,7 +20,7 @@ def test_project_params_load_into_typed_settings():
     )
     assert [cell.key for cell in params.train.grid()] == ["convnn-fer7"]
     assert params.validate_.required_splits == ["train", "val", "test"]
-    assert params.ingest.fer2013 == Path("data/sample/fer2013.csv")
+    assert params.ingest.fer2013 == Path("data/sample/fer2013.csv")  # beside params.yaml
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -116,7 +117,8 @@ def test_the_real_data_profile_points_at_the_data_folder_and_calibrates_the_gate
     assert params.mlflow == load_params(ROOT / "params.yaml").mlflow
 
 
-def test_profiles_apply_in_order_and_nested_blocks_merge_key_by_key():
+def test_profiles_apply_in_order_and_nested_blocks_merge_key_by_key(monkeypatch):
+    monkeypatch.chdir(ROOT)
     params = load_params(ROOT / "params.yaml", ["real-data", "gpu"])
     recipe = params.train.recipe("modern")
     assert recipe.modern.widths == (64, 128, 256, 512)
@@ -133,3 +135,45 @@ def test_a_broken_profile_fails_every_load_with_its_name(tmp_path):
     path = write_params(tmp_path, {"profiles": {"fast": {"train": {"epochs": 0}}}})
     with pytest.raises(ParamsError, match=r"profile fast: invalid settings\n  train\.epochs"):
         load_params(path)
+
+
+def test_relative_locations_are_relative_to_the_params_files_folder(tmp_path, monkeypatch):
+    """As DVC runs every stage from the project root: defaults, overrides and a relative
+    sqlite store included; URIs and absolute paths stay as they are."""
+    project = tmp_path / "project"
+    project.mkdir()
+    path = write_params(
+        project,
+        {
+            "train": {"overrides": {"transfer": {"transfer": {"weights": "weights/v3.h5"}}}},
+            "serve": {"detector_model": "/abs/cascade.xml"},
+            "predict": {"model": "models/convnn-fer7"},
+        },
+    )
+    monkeypatch.chdir(tmp_path)
+    params = load_params(Path("project/params.yaml"))
+    assert params.ingest.fer2013 == Path("project/data/sample/fer2013.csv")
+    assert params.flow == load_params(path).flow
+    assert params.evaluate.out_dir == Path("project/reports/evaluation")  # a default
+    assert params.train.recipe("transfer").transfer.weights == Path("project/weights/v3.h5")
+    assert params.serve.detector_model == Path("/abs/cascade.xml")
+    assert params.predict.model == "project/models/convnn-fer7"
+    assert params.mlflow.tracking_uri == "sqlite:///project/mlflow.db"
+    assert load_params(path).mlflow.tracking_uri == f"sqlite:///{project}/mlflow.db"
+
+    monkeypatch.chdir(project)
+    here = load_params("params.yaml")
+    assert here.ingest.fer2013 == Path("data/sample/fer2013.csv"), "unchanged from the root"
+    assert load_params(path) == here, "however the file is spelled: stages write paths out"
+    assert (here.mlflow.tracking_uri, here.predict.model) == (
+        "sqlite:///mlflow.db",
+        "models/convnn-fer7",
+    )
+
+
+def test_the_data_folder_of_profiles_is_relative_to_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    given = load_params(ROOT / "params.yaml", ["real-data"], "mydata")
+    assert given.ingest.ckplus == tmp_path / "mydata/ckplus48"
+    default = load_params(ROOT / "params.yaml", ["real-data"])
+    assert default.ingest.ckplus == ROOT / "../shared/data/ckplus48"

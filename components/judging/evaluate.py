@@ -2,7 +2,16 @@
 
 Image networks are scored on faces (``components.judging.scores``), sequence networks on
 the windows of their sequence records (``components.judging.sequence_scores``); both write
-the same files, so the gate and ``dvc metrics`` read them alike.
+the same files, so the gate and ``dvc metrics`` read them alike:
+
+- ``metrics.json``: the headline, a few numbers per model (:data:`HEADLINE`), the DVC metric:
+  few enough that ``dvc metrics show`` prints a model's row in 120 columns, and ``dvc exp
+  show`` has room for the settings beside them (every score made 64 columns of 2,089);
+- ``scores.json``: every score, per class too: what the gate and the model card read;
+- ``curves.csv`` (the training history, per epoch and split) and the predictions csv (a
+  ``dataset`` column beside ``actual`` and ``predicted``): DVC plots, drawn with the project's
+  templates in ``.dvc/plots``;
+- the figures: confusion matrices and the reliability diagram, for people.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from pathlib import Path
 
 import keras
 import mlflow
+import pandas as pd
 
 from components import mlflow_store, plots
 from components.artifacts import atomic_file, read_json, write_json
@@ -19,20 +29,29 @@ from components.face_views import load_network
 from components.judging.gate import flatten_metrics
 from components.judging.scores import EvaluationError, Scores, score_network
 from components.judging.sequence_scores import score_sequences
-from components.model_files import MODEL_FILE, RUN_FILE
+from components.model_files import HISTORY_FILE, MODEL_FILE, RUN_FILE
 from components.model_kinds import reads_sequences, records_folder
+from components.records.run_inputs import EVALUATION_CONTEXT, log_splits
 from components.settings import EvaluateSettings, MlflowSettings, ModelCell
 
 METRICS_FILE = "metrics.json"
+SCORES_FILE = "scores.json"
+CURVES_FILE = "curves.csv"
 CONFUSION_PNG = "confusion.png"
 RELIABILITY_PNG = "reliability.png"
+# The headline: on the data the model was trained on (the first scored dataset), accuracy,
+# macro-F1 and expected calibration error; on another dataset, accuracy.
+HEADLINE = ("accuracy", "macro_f1", "ece")
+CROSS_DATASET_HEADLINE = ("accuracy",)
 
 
 @dataclass(frozen=True)
 class EvaluateOutputs:
     folder: Path
     metrics: Path
-    predictions: dict[str, Path]  # dataset -> csv of actual,predicted (DVC confusion plot)
+    scores: Path
+    curves: Path
+    predictions: Path  # dataset,actual,predicted (a DVC confusion plot per dataset)
 
 
 def evaluate(
@@ -47,8 +66,16 @@ def evaluate(
     run, network = load_candidate(model_dir)
     cell = run_cell(run)
     scores = score_model(network, cell, processed, sequence_dataset, settings)
+    history = read_json(model_dir / HISTORY_FILE)
     return write_evaluation(
-        model_dir.name, run["run_id"], scores, cell.emotions, settings, mlflow_settings
+        model_dir.name,
+        run["run_id"],
+        scores,
+        cell.emotions,
+        history,
+        settings,
+        mlflow_settings,
+        scored_splits(cell, processed, sequence_dataset, settings),
     )
 
 
@@ -77,13 +104,25 @@ def score_model(
     return score_network(network, cell.emotions, processed, settings)
 
 
+def scored_splits(
+    cell: ModelCell, processed: Path, sequence_dataset: str, settings: EvaluateSettings
+) -> dict[Path, list[str]]:
+    """The record folders :func:`score_model` reads for ``cell``, and their splits it reads."""
+    if reads_sequences(cell.architecture):
+        return {
+            records_folder(processed / sequence_dataset, cell.architecture): [settings.in_split]
+        }
+    return {
+        processed / settings.in_dataset: [settings.in_split],
+        processed / settings.cross_dataset: list(settings.cross_splits),
+    }
+
+
 def scored_folders(
     cell: ModelCell, processed: Path, sequence_dataset: str, settings: EvaluateSettings
 ) -> list[Path]:
     """The record folders :func:`score_model` reads for ``cell``."""
-    if reads_sequences(cell.architecture):
-        return [records_folder(processed / sequence_dataset, cell.architecture)]
-    return [processed / settings.in_dataset, processed / settings.cross_dataset]
+    return list(scored_splits(cell, processed, sequence_dataset, settings))
 
 
 def write_evaluation(
@@ -91,22 +130,25 @@ def write_evaluation(
     run_id: str,
     scores: dict[str, Scores],
     emotions: tuple[str, ...],
+    history: dict[str, list[float]],
     settings: EvaluateSettings,
     mlflow_settings: MlflowSettings,
+    scored: dict[Path, list[str]] | None = None,
 ) -> EvaluateOutputs:
-    """Write model ``key``'s metrics.json, predictions per dataset and figures; log them to its run.
-
-    The folders come from the settings: metrics for ``dvc metrics``, predictions for the
-    DVC confusion plots, figures (confusion matrices, reliability diagram) for people.
-    """
+    """Write model ``key``'s metrics, scores, curves, predictions and figures; log them to its
+    run (``history``: the training run's per-epoch metrics, as Keras gives them), with the
+    record splits that were ``scored`` (folder -> splits) as its evaluation datasets."""
     out, figures = settings.out_dir / key, settings.figures_dir / key
-    metrics = {name: s.metrics for name, s in scores.items()}
-    write_json(out / METRICS_FILE, metrics)
-    predictions = {}
-    for name, s in scores.items():
-        predictions[name] = settings.predictions_dir / key / f"{name}.csv"
-        with atomic_file(predictions[name]) as tmp:
-            s.table.to_csv(tmp, index=False)
+    every = {name: s.metrics for name, s in scores.items()}
+    write_json(out / METRICS_FILE, headline(every))
+    write_json(out / SCORES_FILE, every)
+    predictions = settings.predictions_dir / f"{key}.csv"
+    for path, table in (
+        (out / CURVES_FILE, plots.curves_table(history)),
+        (predictions, pd.concat([s.table.assign(dataset=n) for n, s in scores.items()])),
+    ):
+        with atomic_file(path) as tmp:
+            table.to_csv(tmp, index=False)
     confusion = plots.confusion_matrices(
         {n: s.matrix for n, s in scores.items()},
         {n: emotions for n in scores},
@@ -117,11 +159,24 @@ def write_evaluation(
     )
     mlflow_store.connect(mlflow_settings)
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(flatten_metrics(metrics))
+        mlflow.log_metrics(flatten_metrics(every))
         for png in (confusion, reliability):
             mlflow.log_artifact(str(png), "evaluation")
-        mlflow.log_dict(metrics, "evaluation/metrics.json")
-    return EvaluateOutputs(out, out / METRICS_FILE, predictions)
+        mlflow.log_dict(every, f"evaluation/{SCORES_FILE}")
+        for folder, splits in (scored or {}).items():
+            log_splits(folder, dict.fromkeys(splits, EVALUATION_CONTEXT))
+    return EvaluateOutputs(
+        out, out / METRICS_FILE, out / SCORES_FILE, out / CURVES_FILE, predictions
+    )
+
+
+def headline(scores: dict[str, dict]) -> dict[str, dict]:
+    """The few numbers of :data:`HEADLINE` per dataset; the first is the model's own (the
+    order of :func:`score_model`), the others are cross-dataset."""
+    return {
+        dataset: {key: metrics[key] for key in (CROSS_DATASET_HEADLINE if i else HEADLINE)}
+        for i, (dataset, metrics) in enumerate(scores.items())
+    }
 
 
 def load_candidate(model_dir: Path) -> tuple[dict, keras.Model]:

@@ -3,7 +3,9 @@ how it scored in and across datasets, what the gate said, and what it must not b
 
 Promote writes it as the version's description (what the MLflow UI shows first) and as the
 run's ``model_card.md`` artifact, so a consumer who only reads the registry still learns that a
-model was trained on synthetic faces, or that emotion recognition at work is prohibited.
+model was trained on synthetic faces, or that emotion recognition at work is prohibited. The
+registered model's own description (:func:`registered_model_description`) says what every
+version of the name takes and returns, and points to the cards.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from components.judging.gate import Verdict
+from components.judging.registry import CHALLENGER, CHAMPION
+from components.model_kinds import reads_sequences
 from components.provenance import SYNTHETIC, SYNTHETIC_WARNING
 from components.settings import ModelCell
 
@@ -52,7 +56,7 @@ class TrainingData:
     dataset: str
     source: str
     kind: str  # components.provenance: real, synthetic-sample or unknown
-    content_hash: str  # of the training records
+    records: dict[str, str]  # the training run's datasets: name -> digest (content hash)
     rows: dict[str, int]  # split -> images
 
 
@@ -81,7 +85,7 @@ def model_card(
         "## Training data",
         "",
         f"- Dataset: {data.dataset}, {_kind_words(data.kind)}; read from `{data.source}`.",
-        f"- Content hash of the training records: `{data.content_hash}`.",
+        _records_line(data.records),
         f"- Images per split: {', '.join(f'{s} {n}' for s, n in sorted(data.rows.items()))}.",
         "",
         "## Evaluation",
@@ -112,6 +116,46 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _records_line(records: dict[str, str]) -> str:
+    if not records:
+        return "- Records: none logged on the training run (it predates logged datasets)."
+    named = ", ".join(f"`{name}` `{digest}`" for name, digest in sorted(records.items()))
+    return f"- Records, as logged on the training run (dataset, content hash): {named}."
+
+
+def registered_model_description(name: str, cell: ModelCell) -> str:
+    """What a registered model is, shown beside its name; each version's card says the rest.
+
+    It names the kind of network, not the architecture: versions of one name may come from
+    several image architectures of one emotion set (``promote.model_name``)."""
+    if reads_sequences(cell.architecture):
+        takes = (
+            "windows of consecutive 48x48 grey face crops of one person, uint8 "
+            "[N, frames, 48, 48]; one row per window, a probability per emotion"
+        )
+    else:
+        takes = (
+            "photos (arrays, encoded bytes or base64 text; file paths in-process) or 48x48 "
+            "face crops; one row per face found, with its box and a probability per emotion"
+        )
+    return "\n".join(
+        [
+            f"# {name}",
+            "",
+            f"EmoFlow facial expression recognition of {len(cell.emotions)} emotions: "
+            f"{', '.join(cell.emotions)}.",
+            "",
+            f"- Input and output: {takes}.",
+            f"- Aliases: `{CHAMPION}` is the version to use; `{CHALLENGER}` the latest that "
+            "passed the value thresholds.",
+            "- Each version's description is its model card: training data, scores in and "
+            "across datasets, the gate's verdict, intended use and limitations.",
+            f"- {ETHICS[0]}",
+            "",
+        ]
+    )
 
 
 def _kind_words(kind: str) -> str:

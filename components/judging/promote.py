@@ -17,27 +17,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import RunInputs
 from mlflow.models import Model
 from mlflow.models.model import MLMODEL_FILE_NAME as MLMODEL_FILE
 from mlflow.pyfunc import FLAVOR_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from components import mlflow_store
 from components.artifacts import read_json, write_json, write_text
 from components.face_views import load_network
 from components.judging import registry
 from components.judging.evaluate import (
-    METRICS_FILE,
+    SCORES_FILE,
     EvaluationError,
     run_cell,
     score_model,
     scored_folders,
 )
 from components.judging.gate import Check, Verdict, judge
-from components.judging.model_card import CARD_FILE, TrainingData, model_card
+from components.judging.model_card import (
+    CARD_FILE,
+    TrainingData,
+    model_card,
+    registered_model_description,
+)
 from components.judging.promotion_lock import promotion_lock
 from components.model_files import MODEL_FILE, RUN_FILE
 from components.model_kinds import SEQUENCES_DIR
-from components.provenance import TRAINING_DATA_TAG, read_provenance
+from components.provenance import TRAINING_DATA_TAG, content_hash, read_provenance
+from components.records.run_inputs import TRAINING_SPLITS
 from components.records.tfrecords import shard_paths
 from components.settings import EvaluateSettings, MlflowSettings, ModelCell, PromoteSettings
 
@@ -69,11 +77,12 @@ def promote(
     run = read_json(model_dir / RUN_FILE)
     cell = run_cell(run)
     name = settings.registered_name(cell)
-    metrics = read_json(evaluate_settings.out_dir / model_dir.name / METRICS_FILE)
+    metrics = read_json(evaluate_settings.out_dir / model_dir.name / SCORES_FILE)
     client = mlflow_store.connect(mlflow_settings)
     retried = lambda action, what: mlflow_store.retried(action, what, mlflow_settings)  # noqa: E731
-    run_params = retried(lambda: mlflow.get_run(run["run_id"]).data.params, "reading the run")
-    trained_on = training_data(run_params)
+    trained = retried(lambda: mlflow.get_run(run["run_id"]), "reading the run")
+    run_params = trained.data.params
+    trained_on = training_data(run_params, trained.inputs)
     scored = scored_folders(cell, processed, sequence_dataset, evaluate_settings)
     version = None
     with promotion_lock(
@@ -102,6 +111,12 @@ def promote(
             retried(
                 lambda: client.update_model_version(name, version, description=card),
                 "writing the model card",
+            )
+            retried(
+                lambda: client.update_registered_model(
+                    name, description=registered_model_description(name, cell)
+                ),
+                "describing the registered model",
             )
             retried(
                 lambda: client.set_registered_model_alias(name, registry.CHALLENGER, version),
@@ -151,8 +166,9 @@ def _rescore(
     """The champion's metrics on today's data, by the same scoring code as the candidate's.
 
     Only the champion's Keras file is loaded, in Keras' safe mode: loading the registry model
-    itself would unpickle its Python code into this process, so whoever could write to the
-    registry could run code in the pipeline.
+    itself would run its Python code (its code file, or the pickle of a model logged before
+    models from code) in this process, so whoever could write to the registry could run code
+    in the pipeline.
     """
     with tempfile.TemporaryDirectory(prefix="emoflow-champion-") as folder:
         network = load_network(_registered_keras_file(client, name, version, Path(folder)))
@@ -197,19 +213,29 @@ def card_path(out_dir: Path, key: str) -> Path:
     return out_dir / f"{key}.{CARD_FILE}"
 
 
-def training_data(run_params: dict[str, str]) -> TrainingData:
-    """The training data of a run, from the records folder its ``data.folder`` param names."""
+def training_data(run_params: dict[str, str], inputs: RunInputs | None) -> TrainingData:
+    """The training data of a run: the records folder its ``data.folder`` param names, and the
+    datasets it logged reading them (their digests are the content hashes it trained on)."""
     folder = Path(run_params.get("data.folder", "unknown"))
     dataset = folder.parent if folder.name == SEQUENCES_DIR else folder
     record = read_provenance(dataset)
-    shards = shard_paths(folder, ["train", "val"]) if folder.is_dir() else []
     return TrainingData(
         dataset=f"{dataset.name} ({folder.name})" if dataset != folder else dataset.name,
         source=record["source"],
         kind=record["kind"],
-        content_hash=_files_hash(shards) if shards else "unknown",
+        records=_training_records(inputs),
         rows=record.get("rows", {}),
     )
+
+
+def _training_records(inputs: RunInputs | None) -> dict[str, str]:
+    """Name -> digest of the datasets a run logged in the contexts of training."""
+    contexts = set(TRAINING_SPLITS.values())
+    records = {}
+    for logged in inputs.dataset_inputs if inputs else []:
+        if {t.key: t.value for t in logged.tags}.get(MLFLOW_DATASET_CONTEXT) in contexts:
+            records[logged.dataset.name] = logged.dataset.digest
+    return records
 
 
 def _params_hash(params: dict[str, str]) -> str:
@@ -219,16 +245,9 @@ def _params_hash(params: dict[str, str]) -> str:
 
 def _data_hash(folders: list[Path]) -> str:
     """Hash of the evaluation records, so two versions can be compared on the same data."""
-    return _files_hash(
+    return content_hash(
         [shard for folder in folders for shard in shard_paths(folder, ["train", "val", "test"])]
     )
-
-
-def _files_hash(paths: list) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def git_commit() -> str:

@@ -24,10 +24,18 @@ strings, are in ``components.serving.model_inputs``.
 through detection), ``detect`` (always detect, also in 48x48 arrays) or ``faces`` (every
 image is one face crop of any size: no detection, the box is the whole image).
 
-There is no input schema in the signature: MLflow would enforce one form of input and
-reject the other (a column schema refuses the face arrays; a tensor schema refuses encoded
-images). The output schema describes the image form; the params schema lets ``mode`` and
-``channel_order`` reach the model, also through REST; any other param is refused by name.
+There is no input schema in the signature: MLflow enforces any input schema before the model
+sees its input, and no schema admits every form above. A column schema (an ``image`` column
+of base64 text or bytes) refuses face-crop arrays, photo arrays, a lone bytes value or path,
+and lists: MLflow turns a 3-D array into a DataFrame, which fails, and looks for the column
+in the others; a tensor schema refuses encoded images. Enforcement would also answer a
+mismatch with MLflow's own message, which quotes the request's data. What a schema would
+show, the input example shows instead (``components.serving.stored_model``): one face as a
+base64 PNG in the ``image`` column with ``mode: faces``, which MLflow turns into the REST
+request that scores it (``serving_input_example.json``) and scores through its serving path
+as it logs the model. The output schema describes the image form; the params schema lets
+``mode`` and ``channel_order`` reach the model, also through REST; any other param is refused
+by name.
 
 Bounded per call (``serve:`` limits, ``components.serving.model_inputs``): the whole call is
 measured from the images' headers before any is decoded; then images are decoded one at a
@@ -86,6 +94,7 @@ from components.serving.model_inputs import (
     files_allowed,
     pending_images,
 )
+from components.serving.stored_model import code_file, example_base64
 from components.settings import ServeSettings
 
 KERAS_ARTIFACT = "keras_model"
@@ -448,6 +457,12 @@ def signature(emotions: tuple[str, ...] | list[str]) -> ModelSignature:
     return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 
+def input_example() -> tuple[pd.DataFrame, dict[str, str]]:
+    """The example face in the REST form, a base64 PNG in the ``image`` column, scored as a face
+    crop: a 48x48 image is smaller than any face detection finds."""
+    return pd.DataFrame({IMAGE_COLUMN: [example_base64()]}), {"mode": "faces"}
+
+
 def log_registry_model(
     keras_path: Path,
     emotions: tuple[str, ...],
@@ -455,7 +470,8 @@ def log_registry_model(
     serve: ServeSettings | None = None,
     data: dict | None = None,
 ) -> str:
-    """Log the pyfunc model in the active run; return its model URI.
+    """Log the pyfunc model in the active run, as code with its input example
+    (``components.serving.stored_model``); return its model URI.
 
     The face detector file (OpenCV's cascade unless ``serve.detector_model`` names one; none
     for mtcnn, whose weights come with its package, a requirement then), the serve settings
@@ -470,7 +486,7 @@ def log_registry_model(
     with tempfile.TemporaryDirectory() as scratch:
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=EmotionClassifier(),
+            python_model=str(code_file(EmotionClassifier, Path(scratch))),
             artifacts={
                 KERAS_ARTIFACT: str(keras_path),
                 LABELS_ARTIFACT: str(labels_path),
@@ -480,6 +496,7 @@ def log_registry_model(
             },
             code_paths=[str(served_code(Path(scratch)))],
             signature=signature(emotions),
+            input_example=input_example(),
             pip_requirements=pip_requirements(serve),
             # declared, so that load_model(..., model_config={"read_files": False}) may override
             model_config={READ_FILES: True},

@@ -32,6 +32,7 @@ from components.serving.image_model import (
     training_data,
     training_data_artifact,
 )
+from components.serving.stored_model import code_file, example_face
 
 
 class SequenceClassifier(mlflow.pyfunc.PythonModel):
@@ -66,8 +67,9 @@ def log_sequence_model(
     work_dir: Path,
     data: dict | None = None,
 ) -> str:
-    """Log the pyfunc of a sequence network in the active run; return its model URI
-    (``data``: the training data's provenance record, as for image models)."""
+    """Log the pyfunc of a sequence network in the active run, as code with an input example
+    (``components.serving.stored_model``); return its model URI (``data``: the training
+    data's provenance record, as for image models)."""
     labels_path = work_dir / "emotions.json"
     labels_path.write_text(json.dumps(list(emotions)))
     signature = ModelSignature(
@@ -77,7 +79,7 @@ def log_sequence_model(
     with tempfile.TemporaryDirectory() as scratch:
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=SequenceClassifier(),
+            python_model=str(code_file(SequenceClassifier, Path(scratch))),
             artifacts={
                 KERAS_ARTIFACT: str(keras_path),
                 LABELS_ARTIFACT: str(labels_path),
@@ -85,6 +87,8 @@ def log_sequence_model(
             },
             code_paths=[str(served_code(Path(scratch)))],
             signature=signature,
+            # one window of the example face held still, the shape the signature takes
+            input_example=np.repeat(example_face()[None, None], time_delay, axis=1),
             pip_requirements=pip_requirements(),
         )
     return info.model_uri

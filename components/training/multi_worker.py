@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import keras
 import numpy as np
@@ -26,6 +29,7 @@ from keras import tree
 from components.errors import EmoFlowError
 
 TRAINING_JOBS = ("chief", "worker")  # the TF_CONFIG jobs that hold replicas
+T = TypeVar("T")
 
 
 class ClusterError(EmoFlowError):
@@ -89,6 +93,19 @@ def check_agreement(current: tf.distribute.Strategy, **values: int) -> None:
                 f"the workers disagree on the {name} ({', '.join(map(str, seen))}): give them "
                 "the same data, settings and train.out_dir (on storage they share)"
             )
+
+
+def outside_strategy(action: Callable[[], T]) -> T:
+    """``action()`` in a thread of its own, where TensorFlow's strategy is the default one:
+    the strategy in scope is per thread.
+
+    For what only the chief does that builds a model: logging the registry model, MLflow loads
+    it back to score its input example. Under the cluster's strategy that copy's variables
+    would be created through collectives no other worker joins, which derails the cluster's
+    next collective (the barrier). MLflow's active run is per thread too: ``action`` starts
+    its own."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outside-strategy") as pool:
+        return pool.submit(action).result()
 
 
 def barrier(current: tf.distribute.Strategy) -> None:

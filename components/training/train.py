@@ -41,6 +41,7 @@ from components.records.input_pipelines import (
     training_batches,
     training_sequence_batches,
 )
+from components.records.run_inputs import TRAINING_SPLITS, log_splits
 from components.records.tfrecords import read_examples, shard_paths
 from components.serving.image_model import log_registry_model
 from components.serving.sequence_model import log_sequence_model
@@ -190,6 +191,8 @@ def _tracked_run(
 ) -> Iterator[str]:
     """The MLflow run the chief logs to, resumed along with its checkpoint; yields its id.
 
+    A new run starts with the settings, the class counts, and the train and val records as
+    its datasets (their digest is their content hash: the model card's).
     Without a client (a worker that is not the chief) nothing is logged and the id is empty.
     """
     if client is None:
@@ -208,6 +211,7 @@ def _tracked_run(
             )
             mlflow.log_text(_summary(network), "model_summary.txt")
             mlflow.set_tag(TRAINING_DATA_TAG, read_provenance(shards)["kind"])
+            log_splits(data.folder, TRAINING_SPLITS)
         if resumed is not None:
             mlflow.set_tag("resumed_from_epoch", str(resumed.epoch))
         yield run.info.run_id
@@ -434,12 +438,16 @@ def _write_outputs(
         write_json(tmp / HISTORY_FILE, history)
         plots.training_curves(history, tmp / CURVES_FILE)
         mlflow.log_artifact(str(tmp / CURVES_FILE))
-        if reads_sequences(cell.architecture):
-            model_uri = log_sequence_model(
-                tmp / MODEL_FILE, cell.emotions, settings.time_delay, tmp, data
-            )
-        else:
-            model_uri = log_registry_model(tmp / MODEL_FILE, cell.emotions, tmp, serve, data)
+
+        def log_model() -> str:
+            mlflow.start_run(run_id=run_id)  # this thread's active run: the training's
+            if reads_sequences(cell.architecture):
+                return log_sequence_model(
+                    tmp / MODEL_FILE, cell.emotions, settings.time_delay, tmp, data
+                )
+            return log_registry_model(tmp / MODEL_FILE, cell.emotions, tmp, serve, data)
+
+        model_uri = multi_worker.outside_strategy(log_model)
         write_json(tmp / RUN_FILE, {"run_id": run_id, "model_uri": model_uri, **cell.model_dump()})
     return out_dir, out_dir / MODEL_FILE, run_id, model_uri
 
@@ -449,12 +457,17 @@ def _fingerprint(
 ) -> str:
     """What a checkpoint must share with a run to be resumed by it: cell, recipe, data.
 
-    The time budget is left out: a run that spent its budget goes on under a new one."""
+    The time budget is left out: a run that spent its budget goes on under a new one. So are
+    the output paths (the checkpoint's folder, the augmentation grid's file), which do not
+    change what is trained and may be written relative or absolute for the same file (params
+    read from another folder)."""
     shards = [(Path(p).name, Path(p).stat().st_size) for p in shard_paths(folder, ["train", "val"])]
     payload = {
         "cell": cell.model_dump(mode="json"),
-        "train": settings.model_dump(mode="json", exclude=GRID_FIELDS | {"time_budget_minutes"}),
-        "augment": augment.model_dump(mode="json"),
+        "train": settings.model_dump(
+            mode="json", exclude=GRID_FIELDS | {"time_budget_minutes", "out_dir"}
+        ),
+        "augment": augment.model_dump(mode="json", exclude={"grid_png"}),
         "shards": shards,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -5,6 +5,12 @@ dataset as a whole (vocabulary, splits, image geometry, pixel statistics, class 
 duplicates, subject leakage) and leaves a report a person can read: ``result.json`` for
 machines, ``summary.txt`` for the console and GX Data Docs for browsing.
 
+Only ``result.json`` and ``summary.txt`` are the stage's output: the same data gives the
+same bytes, so a re-run by DVC or by the Prefect flow changes nothing downstream. The Data
+Docs pages carry build times and random ids, so the site is rebuilt beside the output
+(``data_docs/`` next to ``validate.out_dir``), untracked, with its scripts and styles inside
+it so that it opens offline (:mod:`components.validate.data_docs`).
+
 Every expectation belongs to a named check whose severity comes from ``validate.severity``:
 a failed ``error`` stops the pipeline (after the report is written, because the report is
 where the user finds out why); a failed ``warning`` is reported with its counts and the
@@ -38,7 +44,9 @@ from components.artifacts import atomic_dir, write_json  # noqa: E402
 from components.errors import EmoFlowError
 from components.manifest import PIXELS, describe_pixels, read_dataset  # noqa: E402
 from components.settings import ValidateSettings  # noqa: E402
+from components.validate import data_docs  # noqa: E402
 from components.validate import report as validation_report  # noqa: E402
+from components.validate.outputs import DATA_DOCS, RESULT_JSON, SUMMARY_TXT  # noqa: E402
 from components.validate.suites import (  # noqa: E402
     PixelRanges,
     Reference,
@@ -47,9 +55,6 @@ from components.validate.suites import (  # noqa: E402
 )
 from components.validate.tables import CLASSES, IMAGES, TABLES, derived_tables  # noqa: E402
 
-RESULT_JSON = "result.json"
-SUMMARY_TXT = "summary.txt"
-DATA_DOCS = "data_docs"
 GX_NAME = "emoflow"  # the Data Docs site and the datasource
 # Images per block when recomputing pixel statistics: bounds the float64 temporaries of
 # the standard deviation to ~75 MB instead of 8 bytes per pixel of the whole dataset, and
@@ -75,28 +80,37 @@ class ValidationReport:
 def validate(datasets: Mapping[str, Path], settings: ValidateSettings) -> ValidationReport:
     """Validate each interim dataset (name -> folder), write the report, raise on any error.
 
-    The whole report folder is replaced at once, so a crash half-way keeps the previous report.
+    The report folder and the Data Docs site are each replaced at once, so a crash half-way
+    keeps the previous ones.
     """
     if not datasets:
         raise ValueError("validate needs at least one dataset")
     ranges = _pixel_ranges(list(datasets), settings)
     tables = {name: _tables(name, folder) for name, folder in datasets.items()}
     out_dir = settings.out_dir
-    docs = out_dir / DATA_DOCS / "index.html"
+    site = docs_site(settings)
     context = _context()
-    with atomic_dir(out_dir) as tmp:
-        _add_docs_site(context, tmp / DATA_DOCS)
+    with atomic_dir(site) as tmp:
+        _add_docs_site(context, tmp)
         source = context.data_sources.add_pandas(GX_NAME)
         results = {
             name: _validate_dataset(context, source, name, tables[name], settings, ranges[name])
             for name in datasets
         }
         context.build_data_docs(site_names=[GX_NAME])
-        report = validation_report.report(results)
-        summary = validation_report.summary(report, docs)
+        online = data_docs.make_offline(tmp)
+        (tmp / ".gitignore").write_text("*\n")  # rebuilt by every run: never committed
+    report = validation_report.report(results)
+    summary = validation_report.summary(report, site / "index.html")
+    with atomic_dir(out_dir) as tmp:
         write_json(tmp / RESULT_JSON, report)
         (tmp / SUMMARY_TXT).write_text(summary + "\n")
     print(summary)
+    if online:
+        print(
+            f"Data Docs load {len(online)} file(s) from the network, so offline they render "
+            f"blank (e.g. {online[0]}): `python -m components.web_assets` installs them"
+        )
     if not report["success"]:
         raise DataValidationError(summary)
     return ValidationReport(
@@ -104,8 +118,13 @@ def validate(datasets: Mapping[str, Path], settings: ValidateSettings) -> Valida
         warnings=len(report["warnings"]),
         result_json=out_dir / RESULT_JSON,
         summary_txt=out_dir / SUMMARY_TXT,
-        data_docs=docs,
+        data_docs=site / "index.html",
     )
+
+
+def docs_site(settings: ValidateSettings) -> Path:
+    """The Data Docs folder: beside the output folder, not in it (see the module's docstring)."""
+    return settings.out_dir.parent / DATA_DOCS
 
 
 # --- pixel statistics ranges ------------------------------------------------------------------

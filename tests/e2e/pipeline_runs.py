@@ -49,8 +49,9 @@ def pipeline_in(folder: Path, flow_settings: dict) -> subprocess.CompletedProces
     return done
 
 
-def metrics(folder: Path, cell: str) -> dict:
-    return json.loads((folder / f"reports/evaluation/{cell}/metrics.json").read_text())
+def scores(folder: Path, cell: str) -> dict:
+    """Every score of ``cell``'s evaluation (its metrics.json holds the headline only)."""
+    return json.loads((folder / f"reports/evaluation/{cell}/scores.json").read_text())
 
 
 def blessing(folder: Path, cell: str) -> dict:

@@ -33,9 +33,9 @@ from tests.e2e.pipeline_runs import (
     EMOFLOW,
     RUN_TIMEOUT,
     blessing,
-    metrics,
     pipeline_in,
     prepared,
+    scores,
 )
 from tests.processes import free_ports, log_tail, started
 
@@ -90,8 +90,8 @@ def same_models(project: Path, reference: Path, cells: list[str]) -> None:
         assert history(project, cell)["loss"] == pytest.approx(
             history(reference, cell)["loss"], rel=0.01
         ), f"{cell}: the same seeded training, wherever it runs"
-        counts = {d: m["count"] for d, m in metrics(project, cell).items()}
-        assert counts == {d: m["count"] for d, m in metrics(reference, cell).items()}
+        counts = {d: m["count"] for d, m in scores(project, cell).items()}
+        assert counts == {d: m["count"] for d, m in scores(reference, cell).items()}
         assert blessing(project, cell)["passed"] is True
 
 

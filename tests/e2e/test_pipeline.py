@@ -22,15 +22,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from components import web_assets
+from tests.browser import headless_chromium, page_text, skip_without_browser, wait_for
 from tests.conftest import PREFECT_STARTUP_TIMEOUT, ROOT, TINY_OVERRIDES, deep_merge, write_params
 from tests.consumers import tracking
 
 pytestmark = pytest.mark.slow
-PROJECT_FILES = ["components", "flows", "dvc.yaml", "pyproject.toml", ".dvc/config", ".gitignore"]
+PROJECT_FILES = [
+    "components",
+    "flows",
+    "dvc.yaml",
+    "pyproject.toml",
+    ".dvc/config",
+    ".dvc/plots",
+    ".gitignore",
+]
 MODEL_NAME = "emoflow-convnn-fer7"
 KEY = "convnn-fer7"
 SEQUENCE_MODEL_NAME = "emoflow-timedelay-fer7"
 SEQUENCE_KEY = "timedelay-fer7"
+DVC_TEMPLATE = web_assets.ASSETS_DIR / web_assets.DVC_TEMPLATE
 GRID = deep_merge(
     TINY_OVERRIDES,
     {
@@ -55,9 +66,10 @@ def copy_project(target: Path) -> Path:
     return target
 
 
-def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run(command: list[str], cwd: Path, **environ: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(environ)
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (
         f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
@@ -117,15 +129,13 @@ def test_dvc_repro_gates_and_registers_the_sequence_network_on_its_own_data(
     assert blessing["passed"] is True and blessing["model_name"] == SEQUENCE_MODEL_NAME
     assert [c["metric"] for c in blessing["checks"]] == ["ckplus_sequences.accuracy"]
     assert blessing["not_applicable"] == ["fer2013.accuracy"]
-    metrics = json.loads(
-        (dvc_project / f"reports/evaluation/{SEQUENCE_KEY}/metrics.json").read_text()
+    scores = json.loads(
+        (dvc_project / f"reports/evaluation/{SEQUENCE_KEY}/scores.json").read_text()
     )
-    windows = metrics["ckplus_sequences"]["count"]
-    assert list(metrics) == ["ckplus_sequences"] and windows > 0
-    predictions = pd.read_csv(
-        dvc_project / f"reports/predictions/{SEQUENCE_KEY}/ckplus_sequences.csv"
-    )
-    assert len(predictions) == windows
+    windows = scores["ckplus_sequences"]["count"]
+    assert list(scores) == ["ckplus_sequences"] and windows > 0
+    predictions = pd.read_csv(dvc_project / f"reports/predictions/{SEQUENCE_KEY}.csv")
+    assert len(predictions) == windows and set(predictions["dataset"]) == {"ckplus_sequences"}
 
     monkeypatch.chdir(dvc_project)
     version = client_for(dvc_project).get_model_version_by_alias(SEQUENCE_MODEL_NAME, "champion")
@@ -146,15 +156,150 @@ def test_second_repro_changes_nothing(dvc_project):
     assert len(client_for(dvc_project).search_model_versions(f"name = '{MODEL_NAME}'")) == 1
 
 
-def test_dvc_metrics_and_plots_show(dvc_project):
-    metrics = run(["dvc", "metrics", "show", "--json"], dvc_project).stdout
-    values = json.loads(metrics)
-    assert "fer2013" in json.dumps(values) and "accuracy" in json.dumps(values)
-    plots = json.loads(run(["dvc", "plots", "show", "--json"], dvc_project).stdout)["data"]
-    assert {"reports/augmentation_grid.png", f"reports/figures/{KEY}/confusion.png"} <= set(plots)
-    confusion = plots[f"reports/predictions/{KEY}/fer2013.csv"][0]["content"]["data"]["values"]
-    test_rows = len(pd.read_csv(dvc_project / f"reports/predictions/{KEY}/fer2013.csv"))
-    assert len(confusion) == test_rows > 0 and {"actual", "predicted"} <= set(confusion[0])
+def test_dvc_metrics_show_a_few_headline_numbers_per_model(dvc_project):
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], dvc_project).stdout)
+    files = shown[""]["data"]
+    headline = {
+        path: {dataset: sorted(values) for dataset, values in metrics["data"].items()}
+        for path, metrics in files.items()
+    }
+    assert headline == {
+        f"reports/evaluation/{KEY}/metrics.json": {
+            "fer2013": ["accuracy", "ece", "macro_f1"],
+            "ckplus": ["accuracy"],
+        },
+        f"reports/evaluation/{SEQUENCE_KEY}/metrics.json": {
+            "ckplus_sequences": ["accuracy", "ece", "macro_f1"]
+        },
+    }
+    table = run(["dvc", "metrics", "show", f"reports/evaluation/{KEY}/metrics.json"], dvc_project)
+    assert max(len(line) for line in table.stdout.splitlines()) <= 120, table.stdout
+
+
+def test_dvc_plots_show_draws_each_models_plot_files_and_nothing_else(dvc_project):
+    shown = run(["dvc", "plots", "show", "--json"], dvc_project)
+    assert "failed to load" not in shown.stderr
+    plots = json.loads(shown.stdout)
+    assert "errors" not in plots
+    assert set(plots["data"]) == {"reports/augmentation_grid.png"} | {
+        path
+        for key in (KEY, SEQUENCE_KEY)
+        for path in (
+            f"reports/predictions/{key}.csv",
+            f"reports/evaluation/{key}/curves.csv",
+            f"reports/figures/{key}/confusion.png",
+            f"reports/figures/{key}/reliability.png",
+        )
+    }
+
+    def values(path: str) -> list[dict]:
+        return plots["data"][path][0]["content"]["data"]["values"]
+
+    predictions = pd.read_csv(dvc_project / f"reports/predictions/{KEY}.csv")
+    confusion = values(f"reports/predictions/{KEY}.csv")
+    assert len(confusion) == len(predictions) > 0
+    assert {row["dataset"] for row in confusion} == {"fer2013", "ckplus"}
+    curves = values(f"reports/evaluation/{KEY}/curves.csv")
+    epochs = TINY_OVERRIDES["train"]["epochs"]
+    assert sorted((int(r["epoch"]), r["split"]) for r in curves) == sorted(
+        (epoch, split) for epoch in range(1, epochs + 1) for split in ("train", "val")
+    )
+    assert {"loss", "accuracy"} <= set(curves[0])
+
+
+@pytest.fixture(scope="module")
+def offline_browser():
+    """Headless Chromium that can reach nothing outside file://: no name resolves, and every
+    http(s) request is blocked."""
+    skip_without_browser()
+    if not web_assets.installed() or not DVC_TEMPLATE.is_file():
+        pytest.skip(
+            "the offline reports' scripts and styles are not installed: "
+            "run python -m components.web_assets"
+        )
+    with headless_chromium("--host-resolver-rules=MAP * ~NOTFOUND") as driver:
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["http://*", "https://*"]})
+        yield driver
+
+
+def open_offline(driver, page: Path, shown) -> None:
+    """Open ``page`` and wait until ``shown(driver)``; nothing may have been asked of the
+    network (Chromium lists blocked requests among the page's resources too)."""
+    driver.get(page.as_uri())
+    wait_for(driver, shown, 60)
+    requested = driver.execute_script(
+        "return performance.getEntriesByType('resource').map(entry => entry.name)"
+    )
+    assert [url for url in requested if not url.startswith("file:")] == []
+
+
+# Per canvas, the pixels that are drawn: neither transparent nor near white.
+DRAWN_PIXELS = """
+return Array.from(document.querySelectorAll('canvas')).map(canvas => {
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let drawn = 0;
+  for (let i = 0; i < data.length; i += 4)
+    if (data[i + 3] > 0 && data[i] + data[i + 1] + data[i + 2] < 600) drawn++;
+  return drawn;
+});
+"""
+# Bootstrap's font on the page, Font Awesome's on its icons: unstyled, both are Times.
+FONTS = """
+return [getComputedStyle(document.body).fontFamily,
+        getComputedStyle(document.querySelector('.fas, .fa'), '::before').fontFamily];
+"""
+
+
+def test_dvc_plots_render_offline(dvc_project, offline_browser, tmp_path):
+    web_assets.use_for_dvc_plots(dvc_project, DVC_TEMPLATE)  # as web_assets' main does
+    run(["dvc", "plots", "show", "-o", str(tmp_path)], dvc_project)
+    charts = 2 * 2  # per model: its confusion matrices and its training curves
+
+    def drawn(driver) -> bool:
+        pixels = driver.execute_script(DRAWN_PIXELS)
+        return len(pixels) == charts and all(count > 500 for count in pixels)
+
+    open_offline(offline_browser, tmp_path / "index.html", drawn)
+    widths = offline_browser.execute_script(
+        "return Array.from(document.images).map(image => image.naturalWidth)"
+    )
+    assert len(widths) == 5 and all(widths), "the augmentation grid and two figures per model"
+
+
+def test_data_docs_render_offline_with_their_styles(dvc_project, offline_browser):
+    site = dvc_project / "reports" / "data_docs"
+
+    def listed(driver) -> bool:  # bootstrap-table fills the index's lists from a script
+        return "emoflow.fer2013.images" in page_text(driver)
+
+    open_offline(offline_browser, site / "index.html", listed)
+    body, icons = offline_browser.execute_script(FONTS)
+    assert body.startswith("-apple-system") and "Font Awesome" in icons
+    [page] = site.glob("validations/emoflow/fer2013/images/**/*.html")
+    open_offline(
+        offline_browser, page, lambda driver: "Expectation Validation Result" in page_text(driver)
+    )
+    assert "Succeeded" in page_text(offline_browser)
+    body, icons = offline_browser.execute_script(FONTS)
+    assert body.startswith("-apple-system") and "Font Awesome" in icons
+
+
+def test_validate_run_again_as_the_flow_does_leaves_nothing_to_rerun(dvc_project, monkeypatch):
+    """The Prefect flow runs the same validate stage as DVC: its output must come out byte for
+    byte, or both would run preprocess, and everything after it, again."""
+    from components.settings import load_params
+    from flows import stages
+    from flows.caching import input_key
+
+    monkeypatch.chdir(dvc_project)
+    params = load_params(dvc_project / "params.yaml")
+    flow_key = input_key(stages.preprocess, stages.STAGE_FILES["preprocess"], params)
+
+    stages.validate(params)
+
+    assert json.loads(run(["dvc", "status", "--json"], dvc_project).stdout) == {}
+    assert input_key(stages.preprocess, stages.STAGE_FILES["preprocess"], params) == flow_key
 
 
 def test_prefect_flow_produces_the_same_outputs_as_dvc(dvc_project, prefect_project):
@@ -293,3 +438,14 @@ def test_metrics_diff_between_commits_shows_a_params_change(dvc_project):
     )
     tta = params_diff["params.yaml"]["evaluate.tta"]
     assert (tta["old"], tta["new"]) == ("none", "flip")
+    # The experiments table as README shows it (what changed, no deps' hashes) fits a
+    # 120-column terminal: here for the image network alone, as in params.yaml's grid (the
+    # sequence network's headline changed too, and takes three more columns).
+    drop = ".*/|ckplus_sequences"
+    table = run(
+        ["dvc", "exp", "show", "-n", "2", "--no-pager", "--only-changed", "--drop", drop],
+        dvc_project,
+        COLUMNS="120",
+    ).stdout
+    header = table.splitlines()[1]
+    assert "…" not in table and {"fer2013.ece", "evaluate.tta"} <= set(header.split()), table

@@ -6,6 +6,7 @@ by the pipeline, stopped, and checked to leave no process behind.
   register a model, with the outcome and gate artifacts in the server.
 - MLflow: the tracking server with a sqlite store and proxied artifacts; the tiny pipeline
   logs to it over HTTP; the run, its metrics, artifacts and champion are read back over HTTP.
+- What `make ui` shows, in headless Chromium: the project's run, model and flow run.
 """
 
 from __future__ import annotations
@@ -19,18 +20,22 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import psutil
 import pytest
 
 from components.settings import load_params
+from tests.browser import headless_chromium, page_text, shows, skip_without_browser
 from tests.conftest import ROOT, TINY_OVERRIDES, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 INFRA = ROOT / "infra"
 RUN_TIMEOUT = 300  # seconds for one flow run; about 30 on an idle 2-core machine
+UI_SECONDS = 120  # for a UI page to render what it fetched, on a loaded machine
 
 
 def free_port() -> int:
@@ -45,6 +50,7 @@ def server_env(tmp_path: Path, **values: str) -> dict[str, str]:
         k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")
     }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["EMOFLOW_PROJECT"] = str(tmp_path / "project")  # whose stores the servers serve
     env["EMOFLOW_SERVERS"] = str(tmp_path / "servers")
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     return {**env, **values}
@@ -141,12 +147,29 @@ def registered_name(project: Path) -> str:
     return params.promote.registered_name(cell)
 
 
-def test_the_nightly_deployment_runs_on_a_prefect_server_and_registers_a_model(tmp_path):
+@dataclass
+class NightlyRun:
+    """One run of the `nightly` deployment, read back while its Prefect server still runs."""
+
+    env: dict[str, str]
+    project: Path
+    flow_run: Any
+    seconds: float
+    worker_log: str
+    deployment: Any
+    artifacts: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def nightly(tmp_path_factory) -> Iterator[NightlyRun]:
+    """The Prefect server, the deployment, a worker and one run, as `make ui`, `make deploy`,
+    `make worker` and `prefect deployment run` do; the server stays up for the module."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    tmp_path = tmp_path_factory.mktemp("nightly")
     project = tiny_project(tmp_path / "project")
     port = free_port()
     env = server_env(
@@ -173,31 +196,73 @@ def test_the_nightly_deployment_runs_on_a_prefect_server_and_registers_a_model(t
                 artifacts = client.read_artifacts(
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
                 )
-        log = (tmp_path / "worker.log").read_text()
-        assert flow_run.state.is_completed(), (
-            f"{flow_run.state} after {seconds:.0f}s; worker log:\n{log[-4000:]}"
+        yield NightlyRun(
+            env,
+            project,
+            flow_run,
+            seconds,
+            (tmp_path / "worker.log").read_text(),
+            deployment,
+            {a.key: a.data for a in artifacts},
         )
 
-    assert deployment.parameters == {"params_path": "params.yaml"}
-    assert [s.schedule.cron for s in deployment.schedules] == [
-        "0 3 * * *"
-    ] and deployment.schedules[0].active
-    by_key = {a.key: a.data for a in artifacts}
-    assert "**Completed**" in by_key["emoflow-run"]
-    name = registered_name(project)
-    assert f"## {name}: **champion**, registered as version 1" in by_key["emoflow-gate"]
-    store = f"sqlite:///{project / 'mlflow.db'}"
+
+def test_the_nightly_deployment_runs_on_a_prefect_server_and_registers_a_model(nightly):
+    assert nightly.flow_run.state.is_completed(), (
+        f"{nightly.flow_run.state} after {nightly.seconds:.0f}s; worker log:\n"
+        f"{nightly.worker_log[-4000:]}"
+    )
+    assert nightly.deployment.parameters == {"params_path": "params.yaml"}
+    schedules = nightly.deployment.schedules
+    assert [s.schedule.cron for s in schedules] == ["0 3 * * *"] and schedules[0].active
+    assert "**Completed**" in nightly.artifacts["emoflow-run"]
+    name = registered_name(nightly.project)
+    assert f"## {name}: **champion**, registered as version 1" in nightly.artifacts["emoflow-gate"]
+    store = f"sqlite:///{nightly.project / 'mlflow.db'}"
     champion = mlflow.MlflowClient(
         tracking_uri=store, registry_uri=store
     ).get_model_version_by_alias(name, "champion")
     assert str(champion.version) == "1"
 
 
+def test_the_uis_of_make_ui_show_the_projects_run_model_and_flow_run(nightly):
+    """What a person sees first, in a real browser: the MLflow UI of `make ui` serves the
+    project's own store (its run, its registered model and champion), the Prefect UI the
+    completed flow run."""
+    skip_without_browser()
+    mlflow_port = free_port()
+    env = {**nightly.env, "MLFLOW_PORT": str(mlflow_port)}
+    store = f"sqlite:///{nightly.project / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+    name = registered_name(nightly.project)
+    [run] = client.search_runs([client.get_experiment_by_name("emoflow").experiment_id])
+    mlflow_ui = f"http://127.0.0.1:{mlflow_port}"
+    prefect_ui = f"http://127.0.0.1:{env['PREFECT_SERVER_API_PORT']}"
+    pages = {
+        f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs": run.info.run_name,
+        f"{mlflow_ui}/#/models": name,
+        f"{mlflow_ui}/#/models/{name}": "champion",
+        f"{prefect_ui}/runs": nightly.flow_run.name,
+    }
+    missing = {}
+    with server("mlflow-server.sh", env), headless_chromium() as browser:
+        for url, expected in pages.items():
+            browser.get(url)
+            if not shows(browser, expected, UI_SECONDS):
+                missing[url] = f"no {expected!r} in: {page_text(browser)[:1500]}"
+    assert not missing, missing
+
+
 def test_the_pipeline_logs_runs_artifacts_and_models_to_an_mlflow_server(tmp_path, monkeypatch):
     from flows.stages import DATA_STAGES, MODEL_STAGES
 
     port = free_port()
-    env = server_env(tmp_path, MLFLOW_PORT=str(port))
+    env = server_env(
+        tmp_path,
+        MLFLOW_PORT=str(port),
+        MLFLOW_BACKEND_STORE_URI=f"sqlite:///{tmp_path / 'servers/mlflow/mlflow.db'}",
+        MLFLOW_ARTIFACTS_DESTINATION=str(tmp_path / "servers/mlflow/artifacts"),
+    )
     uri = f"http://127.0.0.1:{port}"
     project = tmp_path / "project"
     project.mkdir()

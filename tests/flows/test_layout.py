@@ -6,6 +6,7 @@ tree or a broken dvc.yaml and see that it notices.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,11 @@ def code_dep_drift(dvc_stages: dict[str, dict[str, list[str]]]) -> list[str]:
     return problems
 
 
+def _in_project(path: Path, project: Path) -> Path:
+    """A path of the settings, anchored at the project's params.yaml, as dvc.yaml names it."""
+    return Path(os.path.relpath(path, project))
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -60,8 +66,8 @@ def file_drift(dvc_stages: dict[str, dict[str, list[str]]], project: Path) -> li
     for address, stage in dvc_stages.items():
         name, _, key = address.partition("@")
         files, cell = STAGE_FILES[name], cells.get(key)
-        reads = [Path(p) for p in files.reads(params, cell) if p is not None]
-        writes = [Path(p) for p in files.writes(params, cell)]
+        reads = [_in_project(p, project) for p in files.reads(params, cell) if p is not None]
+        writes = [_in_project(p, project) for p in files.writes(params, cell)]
         deps = [Path(d) for d in stage["deps"] if not d.startswith(CODE_PREFIXES)]
         outs = [Path(o) for o in stage["outs"]]
         for read in reads:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import inspect
 import json
+import os
 import re
 import subprocess
 from importlib.metadata import version
@@ -245,6 +246,16 @@ def test_shell_scripts_parse(script):
     assert bool(script.stat().st_mode & 0o111) is not sourced, "scripts run, libraries are sourced"
 
 
+def test_make_run_is_a_prefect_flow_run_that_dvc_then_knows():
+    """`make run` goes through Prefect (so `make ui` shows the flow run) and leaves dvc.lock
+    describing what the flow wrote (so `dvc repro` retrains nothing)."""
+    result = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    commands = [line.split()[:2] for line in result.stdout.splitlines()]
+    ran = [c for c in commands if c and c[0] in ("emoflow", "dvc")]
+    assert ran == [["emoflow", "pipeline"], ["dvc", "commit"], ["emoflow", "registry"]]
+
+
 def test_make_ui_starts_and_stops_both_servers():
     result = subprocess.run(
         ["make", "-n", "ui", "ui-stop"], cwd=ROOT, capture_output=True, text=True
@@ -259,13 +270,19 @@ def test_make_ui_starts_and_stops_both_servers():
     ]
 
 
-def test_the_mlflow_server_script_serves_artifacts_from_a_database_store():
+def test_the_local_mlflow_server_serves_the_projects_own_store():
+    """`make ui` shows what `make run` logged: the project's mlflow.db and its mlruns/."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "EMOFLOW_"))}
+    shown = subprocess.run(
+        ["bash", "-c", f'source "{INFRA}/local.env"; echo "$MLFLOW_BACKEND_STORE_URI"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert shown == f"sqlite:///{ROOT}/mlflow.db"
     text = (INFRA / "mlflow-server.sh").read_text()
-    assert (
-        "--serve-artifacts" in text
-        and '--artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION"' in text
-    )
-    assert local_defaults()["MLFLOW_BACKEND_STORE_URI"].startswith("sqlite:///")
+    assert '--default-artifact-root "$EMOFLOW_PROJECT/mlruns"' in text
     assert (
         local_defaults()["MLFLOW_HOST"]
         == local_defaults()["PREFECT_SERVER_API_HOST"]

@@ -1,16 +1,23 @@
-"""Evaluation metrics that the gate relies on: calibration, flip TTA, shared classes."""
+"""Evaluation metrics that the gate relies on: calibration, flip TTA, shared classes; the
+files evaluate writes for DVC (headline metrics, plots) and for the gate (every score)."""
 
 from __future__ import annotations
 
 import keras
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
+from components import mlflow_store
+from components.artifacts import read_json
+from components.judging.evaluate import write_evaluation
+from components.judging.gate import judge
 from components.judging.scores import EvaluationError, calibration, score_network
 from components.manifest import Dataset, describe_pixels
-from components.records.tfrecords import write_split
-from components.settings import EvaluateSettings
+from components.provenance import content_hash
+from components.records.tfrecords import shard_paths, write_split
+from components.settings import EvaluateSettings, MlflowSettings
 
 
 def test_calibrated_predictions_have_zero_ece():
@@ -94,3 +101,69 @@ def test_no_shared_class_is_a_clear_error(processed):
         score_network(
             _left_vs_right(), ("fear", "sad"), processed, EvaluateSettings(cross_splits=["train"])
         )
+
+
+def test_metrics_hold_the_headline_and_scores_every_score_the_gate_reads(
+    processed, tmp_path, mlflow_uri
+):
+    settings = EvaluateSettings(
+        cross_splits=["train"],
+        out_dir=tmp_path / "evaluation",
+        predictions_dir=tmp_path / "predictions",
+        figures_dir=tmp_path / "figures",
+    )
+    emotions = ("angry", "happy")
+    scores = score_network(_left_vs_right(), emotions, processed, settings)
+    history = {  # as Keras gives it: a list per metric, over the epochs
+        "loss": [0.9, 0.5],
+        "accuracy": [0.5, 0.8],
+        "val_loss": [1.0, 0.7],
+        "val_accuracy": [0.4, 0.6],
+        "learning_rate": [0.001, 0.001],
+    }
+    mlflow_settings = MlflowSettings(tracking_uri=mlflow_uri)
+    mlflow_store.connect(mlflow_settings, create=True)
+    with mlflow.start_run() as run:
+        pass
+
+    scored = {processed / "fer2013": ["test"], processed / "ckplus": ["train"]}
+    outputs = write_evaluation(
+        "convnn-pair", run.info.run_id, scores, emotions, history, settings, mlflow_settings, scored
+    )
+
+    # dvc metrics show: accuracy, macro-F1 and calibration in-dataset, accuracy across.
+    assert read_json(outputs.metrics) == {
+        "fer2013": {"accuracy": 1.0, "macro_f1": 1.0, "ece": scores["fer2013"].metrics["ece"]},
+        "ckplus": {"accuracy": 1.0},
+    }
+    every = read_json(outputs.scores)
+    assert every["ckplus"]["per_class"]["happy"] == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "support": 4,
+    }
+    verdict = judge(every, None, {"fer2013.per_class.*.recall": 0.9, "ckplus.macro_f1": 0.9}, {})
+    assert verdict.passed and [c.metric for c in verdict.checks] == [
+        "ckplus.macro_f1",
+        "fer2013.per_class.angry.recall",
+    ]
+    logged = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    assert {
+        (i.dataset.name, {t.key: t.value for t in i.tags}["mlflow.data.context"], i.dataset.digest)
+        for i in logged
+    } == {
+        (f"{name}-{split}", "evaluation", content_hash(shard_paths(folder, [split])))
+        for folder, [split] in scored.items()
+        for name in [folder.name]
+    }
+    predictions = pd.read_csv(outputs.predictions)
+    assert predictions.groupby("dataset").size().to_dict() == {"ckplus": 4, "fer2013": 4}
+    assert set(predictions.columns) == {"dataset", "actual", "predicted"}
+    curves = pd.read_csv(outputs.curves)
+    assert curves.to_dict("list") == {
+        "epoch": [1, 2, 1, 2],
+        "split": ["train", "train", "val", "val"],
+        "loss": [0.9, 0.5, 1.0, 0.7],
+        "accuracy": [0.5, 0.8, 0.4, 0.6],
+    }

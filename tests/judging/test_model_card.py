@@ -1,7 +1,12 @@
 """The model card: training data, metrics in and across datasets, the blessing, use and limits."""
 
 from components.judging.gate import judge
-from components.judging.model_card import TrainingData, model_card
+from components.judging.model_card import (
+    ETHICS,
+    TrainingData,
+    model_card,
+    registered_model_description,
+)
 from components.provenance import SYNTHETIC, SYNTHETIC_WARNING
 from components.settings import Bounds, ModelCell
 
@@ -26,7 +31,13 @@ METRICS = {
         "per_class": {"angry": {"recall": 0.4, "support": 45}},
     },
 }
-REAL = TrainingData("fer2013", "/data/fer2013.csv.gz", "real", "0123abcd", {"train": 9, "val": 2})
+REAL = TrainingData(
+    "fer2013",
+    "/data/fer2013.csv.gz",
+    "real",
+    {"fer2013-val": "4567ef01", "fer2013-train": "0123abcd"},
+    {"train": 9, "val": 2},
+)
 
 
 def _card(data: TrainingData = REAL, version: str | None = "4") -> str:
@@ -39,7 +50,10 @@ def test_the_card_names_the_training_data_and_its_hash():
     card = _card()
     assert card.startswith("# Model card: emoflow-afs version 4\n")
     assert "- Dataset: fer2013, real faces; read from `/data/fer2013.csv.gz`." in card
-    assert "Content hash of the training records: `0123abcd`" in card
+    assert (
+        "- Records, as logged on the training run (dataset, content hash): "
+        "`fer2013-train` `0123abcd`, `fer2013-val` `4567ef01`." in card
+    )
     assert "Images per split: train 9, val 2." in card
     assert "MLflow run `run42`" in card and "angry, fear, surprise" in card
     assert SYNTHETIC_WARNING not in card
@@ -77,8 +91,23 @@ def test_the_card_says_what_the_model_must_not_be_used_for():
 
 
 def test_a_model_of_the_sample_says_so_first_and_a_refused_one_is_a_candidate():
-    sample = TrainingData("fer2013", "data/sample/fer2013.csv", SYNTHETIC, "ff", {"train": 1})
+    sample = TrainingData("fer2013", "data/sample/fer2013.csv", SYNTHETIC, {}, {"train": 1})
     card = _card(sample, version=None)
     assert card.startswith("# Model card: emoflow-afs candidate (not registered)\n")
     assert card.index(SYNTHETIC_WARNING) < card.index("## Model details")
     assert "**the built-in synthetic sample**" in card
+    assert "none logged on the training run" in card, "a run from before datasets were logged"
+
+
+def test_the_registered_model_says_what_it_takes_and_points_to_the_cards():
+    faces = registered_model_description("emoflow-afs", CELL)
+    assert faces.startswith("# emoflow-afs\n")
+    assert "3 emotions: angry, fear, surprise." in faces
+    assert "photos (arrays, encoded bytes or base64 text" in faces and "48x48" in faces
+    assert "`champion` is the version to use" in faces and "model card" in faces
+    assert ETHICS[0] in faces
+    assert "modern" not in faces, "a name's versions may come from several image networks"
+    windows = registered_model_description(
+        "t", CELL.model_copy(update={"architecture": "convlstm"})
+    )
+    assert "windows of consecutive 48x48 grey face crops" in windows

@@ -138,8 +138,9 @@ def test_promoting_the_same_run_again_registers_nothing_new(client, project):
     assert again.version == "3", "the last candidate trained was v3: its run keeps its version"
 
 
-def test_the_champion_is_rescored_without_unpickling_its_python_code(client, project, monkeypatch):
-    """A registry model's pickle runs code when loaded: promote reads only its Keras file."""
+def test_the_champion_is_rescored_without_running_its_python_code(client, project, monkeypatch):
+    """Loading a registry model runs its code file (or the pickle of an older one): promote
+    reads only its Keras file."""
     import cloudpickle
 
     def refuse(*args, **kwargs):

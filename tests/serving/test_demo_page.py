@@ -1,9 +1,8 @@
 """``emoflow demo`` in a real browser: headless Chromium uploads photos and reads what the page
 draws (boxes where the faces are, labels, emotion bars, the sample-trained warning).
 
-Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) and selenium;
-skipped, saying which is missing, without them. The server runs as ``emoflow demo`` does, in
-its own process group, stopped whatever the outcome.
+Needs a headless browser (tests/browser.py), skipped without one. The server runs as
+``emoflow demo`` does, in its own process group, stopped whatever the outcome.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ import pytest
 import requests
 
 from flows.code_graph import PROJECT_ROOT
+from tests.browser import headless_chromium, skip_without_browser, wait_for
 from tests.consumers import (
     EMOTIONS,
     best_iou,
@@ -33,27 +32,14 @@ from tests.processes import free_ports, log_tail, started
 from tests.serving.demo_models import register_sample_trained
 
 pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 STARTUP_SECONDS = 240  # TensorFlow and the model load first; slow on a loaded 2-core machine
 ANSWER_SECONDS = 120
-
-
-def _browser_missing() -> str | None:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        return "no headless browser: apt-get install chromium chromium-driver (.ci/run does)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed: pip install -e '.[test]'"
-    return None
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Iterator[str]:
     """The demo server on a free loopback port, serving a sample-trained registered model."""
-    if reason := _browser_missing():
-        pytest.skip(reason)
+    skip_without_browser()
     folder = tmp_path_factory.mktemp("demo-page")
     params = write_params_for(folder)
     model = register_sample_trained(folder, f"sqlite:///{folder / 'mlflow.db'}")
@@ -83,28 +69,14 @@ def _wait_until_up(url: str, process, logs: Path) -> None:
 
 @pytest.fixture(scope="module")
 def browser(page):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.add_argument("--window-size=1280,1100")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with headless_chromium() as driver:
         driver.get(page)
         _wait(driver, lambda d: d.find_element("tag name", "body").get_attribute("data-model"))
         yield driver
-    finally:
-        driver.quit()
 
 
 def _wait(driver, condition, seconds: float = ANSWER_SECONDS):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, seconds).until(condition)
+    return wait_for(driver, condition, seconds)
 
 
 def _upload(driver, path: Path) -> str:

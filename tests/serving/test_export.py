@@ -108,9 +108,15 @@ def test_cli_exports_a_model(tmp_path):
     model = tiny_keras_model(tmp_path)
     (tmp_path / "run.json").write_text(json.dumps({"emotions": list(EMOTIONS)}))
     out = tmp_path / "export"
-    result = CliRunner().invoke(
-        app, ["export", "-m", str(model), "-o", str(out), "-p", str(write_params_for(tmp_path))]
-    )
+    command = ["export", "-m", str(model), "-o", str(out), "-p", str(write_params_for(tmp_path))]
+    result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     assert "largest difference from Keras" in result.stderr
     assert {p.name for p in out.iterdir()} == {"model.onnx", "model.tflite", "parity.json"}
+    assert "Captures" not in result.stdout, "Keras' listing of the SavedModel stays quiet"
+
+    again = CliRunner().invoke(app, [*command, "--json"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)
+    assert summary["onnx"] == str(out / "model.onnx")
+    assert set(summary["max_difference"]) == {"onnx", "tflite"}

@@ -7,6 +7,7 @@ each expected number is computed independently in the test.
 
 from __future__ import annotations
 
+import io
 import json
 
 import cv2
@@ -17,16 +18,18 @@ from typer.testing import CliRunner
 
 from components.serving.detection import FaceFinder, iou
 from components.serving.face_tracking import FaceTracker
-from components.serving.predict import run
+from components.serving.predict import plan
 from components.serving.sources import PredictError
 from components.serving.video import predict_video
 from components.settings import PredictSettings, ServeSettings
 from flows.cli import app
+from tests.conftest import write_params
 from tests.consumers import (
     EMOTIONS,
     canvas_with_faces,
     detectable_crops,
     png,
+    register_tiny_model,
     tiny_keras_model,
     write_params_for,
 )
@@ -126,7 +129,8 @@ def keras_model(tmp_path_factory):
 
 
 def test_cli_predicts_a_folder_of_images_to_csv_and_json(keras_model, tmp_path):
-    """A bad file is reported and the others go on; the exit status counts the failure."""
+    """A bad file, or one without a face, is reported and the others go on; the exit status
+    and the summary count the failures."""
     crops = detectable_crops(3)
     images = tmp_path / "photos"
     (images / "nested").mkdir(parents=True)
@@ -156,7 +160,8 @@ def test_cli_predicts_a_folder_of_images_to_csv_and_json(keras_model, tmp_path):
     )
     assert result.exit_code == 1, result.output
     assert "skipped " in result.stderr and "broken.png: not an image" in result.stderr
-    assert "2 images with faces, 4 faces; 1 of 5 images failed" in result.stderr
+    assert "empty.png: no face found" in result.stderr
+    assert "emoflow predict: 4 faces in 2 of 5 images; 3 of 5 images failed" in result.stderr
     table = pd.read_csv(tmp_path / "faces.csv")
     assert table["source"].map(lambda s: s.rsplit("/", 1)[-1]).tolist() == ["three.jpg"] * 3 + [
         "one.png"
@@ -183,6 +188,61 @@ def test_cli_predicts_a_folder_of_images_to_csv_and_json(keras_model, tmp_path):
     assert record["emotion"] in EMOTIONS and record["w"] >= 48
 
 
+def test_cli_summary_as_json_and_images_without_faces_allowed(keras_model, tmp_path):
+    images = tmp_path / "photos"
+    images.mkdir()
+    (images / "one.png").write_bytes(png(canvas_with_faces(detectable_crops(1))[0]))
+    (images / "empty.png").write_bytes(png(canvas_with_faces([])[0]))
+    (images / "broken.png").write_bytes(b"not a png")
+    common = ["predict", str(images), "-m", str(keras_model), "-p", str(write_params_for(tmp_path))]
+    out = tmp_path / "faces.csv"
+
+    result = CliRunner().invoke(app, [*common, "-o", str(out), "--json"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)  # the predictions went to a file: stdout is free
+    assert (summary["inputs"], summary["predicted"], summary["faces"]) == (3, 1, 1)
+    broken, empty = summary["failed"]  # in the order of the files
+    assert (
+        "broken.png: not an image" in broken and empty == f"{images / 'empty.png'}: no face found"
+    )
+    assert summary["out"] == str(out) and "skipped" not in result.stderr
+
+    allowed = CliRunner().invoke(app, [*common, "-o", str(out), "--allow-no-face"])
+    assert allowed.exit_code == 1, "the broken file still fails"
+    assert "1 of 3 images failed" in allowed.stderr and "empty.png" not in allowed.stderr
+
+    (images / "broken.png").unlink()
+    to_stdout = CliRunner().invoke(app, [*common, "--allow-no-face", "--json"])
+    assert to_stdout.exit_code == 0, to_stdout.output
+    assert len(pd.read_csv(io.StringIO(to_stdout.stdout))) == 1, "stdout carries the table"
+    assert json.loads(to_stdout.stderr.splitlines()[-1])["failed"] == []  # after the progress
+
+
+def test_cli_uses_the_project_of_its_params_file_from_another_folder(tmp_path, monkeypatch):
+    """The relative sqlite store of params.yaml is the project's: nothing is made in the
+    working folder, and MLFLOW_TRACKING_URI still wins."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    register_tiny_model(project, f"sqlite:///{project / 'mlflow.db'}")
+    params = write_params(project, {"predict": {"model": "models:/emoflow-test@champion"}})
+    (elsewhere / "photo.png").write_bytes(png(canvas_with_faces(detectable_crops(1))[0]))
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    command = ["predict", "photo.png", "-o", "faces.csv", "-p", str(params)]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(elsewhere / "faces.csv")) == 1
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["faces.csv", "photo.png"]
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///other.db")
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1
+    assert f"MLflow store sqlite:///{elsewhere / 'other.db'}: no such file" in result.stderr
+    assert not (elsewhere / "other.db").exists()
+
+
 def test_cli_writes_video_predictions_as_json_lines(keras_model, clip, tmp_path):
     path, _ = clip
     result = CliRunner().invoke(
@@ -202,7 +262,35 @@ def test_cli_writes_video_predictions_as_json_lines(keras_model, clip, tmp_path)
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["frame"] for line in lines] == list(range(10))
     assert all(len(line["faces"]) == 1 and line["faces"][0]["track"] == 0 for line in lines)
-    assert "10 frames" in result.stderr
+    assert "emoflow predict: 10 frames (10 faces) from 1 video; wrote stdout" in result.stderr
+
+
+def test_a_video_that_cannot_be_read_fails_after_the_others(keras_model, clip, tmp_path):
+    path, _ = clip
+    bogus = tmp_path / "bogus.avi"
+    bogus.write_bytes(b"no video here")
+    out = tmp_path / "frames.jsonl"
+    params = str(write_params_for(tmp_path))
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(bogus),
+            str(path),
+            "-m",
+            str(keras_model),
+            "--max-frames",
+            "3",
+            "-o",
+            str(out),
+            "-p",
+            params,
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert "bogus.avi: OpenCV cannot open this video" in result.stderr
+    assert "3 frames (3 faces) from 2 videos; 1 of 2 videos failed" in result.stderr
+    assert len(out.read_text().splitlines()) == 3
 
 
 @pytest.mark.parametrize(
@@ -223,9 +311,17 @@ def test_cli_misuse_is_one_clear_message(keras_model, tmp_path, arguments, messa
 
 
 def test_cli_names_a_model_it_cannot_find(tmp_path):
+    (tmp_path / "x.png").write_bytes(png(canvas_with_faces([])[0]))
     result = CliRunner().invoke(
         app,
-        ["predict", "x.png", "-m", str(tmp_path / "nope"), "-p", str(write_params_for(tmp_path))],
+        [
+            "predict",
+            str(tmp_path / "x.png"),
+            "-m",
+            str(tmp_path / "nope"),
+            "-p",
+            str(write_params_for(tmp_path)),
+        ],
     )
     assert (
         result.exit_code == 1
@@ -240,6 +336,15 @@ def test_unopenable_video_is_a_predict_error(tmp_path):
         list(predict_video(ScriptedClassifier(), bogus, PredictSettings()))
 
 
-def test_run_refuses_to_mix_images_and_a_webcam(tmp_path):
+def test_plan_refuses_to_mix_images_and_a_webcam(tmp_path):
     with pytest.raises(PredictError, match="separate runs"):
-        run(ScriptedClassifier(), [tmp_path / "a.png"], PredictSettings(), webcam=0)
+        plan([tmp_path / "a.png"], webcam=0)
+
+
+def test_plan_names_a_missing_input_and_an_empty_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.jpg: no such file or folder"):
+        plan([tmp_path / "nothere.jpg"])
+    with pytest.raises(FileNotFoundError, match="gone.mp4: no such file"):
+        plan([tmp_path / "gone.mp4"])
+    with pytest.raises(PredictError, match="no image files in"):
+        plan([tmp_path])

@@ -72,11 +72,11 @@ def train_on_two_workers(project: Path, logs: Path, params: list[str]) -> dict[s
     return tmp
 
 
-def params_file(folder: Path, **train) -> str:
-    """The tiny settings with these train settings, in a file of their own (relative paths in
-    it hold from the working directory, the project)."""
-    folder.mkdir(parents=True)
-    return str(write_params(folder, {**TINY_OVERRIDES, "train": {**TRAIN, **train}}))
+def params_file(project: Path, name: str, **train) -> str:
+    """The tiny settings with these train settings, in a file of their own in the project
+    (relative paths in a params file hold from its folder)."""
+    overrides = {**TINY_OVERRIDES, "train": {**TRAIN, **train}}
+    return str(write_params(project, overrides, f"params-{name}.yaml"))
 
 
 def runs(project: Path) -> list[mlflow.entities.Run]:
@@ -96,7 +96,7 @@ def left_in(folder: Path) -> list[str]:
 def test_two_workers_train_one_model_that_only_the_chief_writes(project, tmp_path, monkeypatch):
     monkeypatch.chdir(project)
     before = {run.info.run_id for run in runs(project)}
-    params = params_file(tmp_path / "params", out_dir="models_plain")
+    params = params_file(project, "plain", out_dir="models_plain")
     tmp = train_on_two_workers(project, tmp_path, [params, params])
 
     folder = project / "models_plain" / CELL
@@ -131,10 +131,8 @@ def test_a_cluster_stops_together_and_resumes_from_the_chiefs_checkpoint(
     monkeypatch.chdir(project)
     before = {run.info.run_id for run in runs(project)}
     out_dir = project / "models_resumed"
-    tight = params_file(
-        tmp_path / "tight", epochs=2, out_dir=out_dir.name, time_budget_minutes=1e-4
-    )
-    roomy = params_file(tmp_path / "roomy", epochs=2, out_dir=out_dir.name, time_budget_minutes=60)
+    tight = params_file(project, "tight", epochs=2, out_dir=out_dir.name, time_budget_minutes=1e-4)
+    roomy = params_file(project, "roomy", epochs=2, out_dir=out_dir.name, time_budget_minutes=60)
     work = checkpoints.checkpoint_folder(out_dir, CELL)
 
     first_tmp = train_on_two_workers(project, tmp_path / "first", [tight, roomy])

@@ -23,16 +23,18 @@ import pytest
 import tensorflow as tf
 
 from components.manifest import Dataset, describe_pixels
-from components.model_kinds import SEQUENCE_ARCHITECTURES, SEQUENCES_DIR
+from components.model_kinds import SEQUENCE_ARCHITECTURES, SEQUENCES_DIR, records_folder
 from components.provenance import (
     SYNTHETIC,
     SYNTHETIC_WARNING,
     TRAINING_DATA_TAG,
     SyntheticSampleWarning,
+    content_hash,
 )
 from components.records.input_pipelines import balanced_class_weights, fitting_batches
+from components.records.run_inputs import TRAINING_SPLITS, dataset_name
 from components.records.sequences import frame_sequences, windows
-from components.records.tfrecords import read_sequences, write_sequences
+from components.records.tfrecords import read_sequences, shard_paths, write_sequences
 from components.settings import ParamsError, load_params
 from components.training import checkpoints
 from components.training.checkpoints import ResumableEarlyStopping, Resumed
@@ -273,9 +275,9 @@ def test_every_architecture_trains_evaluates_and_registers(project, architecture
     )
     sequences = architecture in SEQUENCE_ARCHITECTURES
     scored = evaluate(trained.folder, processed, "ckplus", params.evaluate, params.mlflow)
-    metrics = json.loads(scored.metrics.read_text())
+    scores = json.loads(scored.scores.read_text())
     key = "ckplus_sequences" if sequences else "fer2013"
-    assert 0.0 <= metrics[key]["accuracy"] <= 1.0 and metrics[key]["count"] > 0
+    assert 0.0 <= scores[key]["accuracy"] <= 1.0 and scores[key]["count"] > 0
 
     gate = params.promote.model_copy(
         update={
@@ -304,6 +306,27 @@ def test_every_architecture_trains_evaluates_and_registers(project, architecture
     with warnings.catch_warnings():
         warnings.simplefilter("error", SyntheticSampleWarning)
         model.predict(faces)  # once per loaded model, not per call
+    example = model.predict(model.input_example, params=None if sequences else {"mode": "faces"})
+    assert len(example) == 1, "the logged input example scores as one face, or one window"
+
+    # The run names the records it trained on, and those evaluate scored; the card gives the
+    # training digests.
+    folder = records_folder(processed / params.train.dataset_for(architecture), architecture)
+    logged = mlflow.get_run(trained.run_id).inputs.dataset_inputs
+    by_context: dict[str, dict[str, str]] = {}
+    for entry in logged:
+        context = {t.key: t.value for t in entry.tags}["mlflow.data.context"]
+        by_context.setdefault(context, {})[entry.dataset.name] = entry.dataset.digest
+    digests = {**by_context.pop("training"), **by_context.pop("validation")}
+    assert digests == {
+        dataset_name(folder, split): content_hash(shard_paths(folder, [split]))
+        for split in TRAINING_SPLITS
+    }
+    assert list(by_context) == ["evaluation"]
+    assert dataset_name(folder, params.evaluate.in_split) in by_context["evaluation"]
+    assert all(f"`{name}` `{digest}`" in version.description for name, digest in digests.items())
+    described = mlflow.MlflowClient().get_registered_model(f"t-{architecture}").description
+    assert described.startswith(f"# t-{architecture}\n") and "model card" in described
 
 
 @pytest.mark.slow

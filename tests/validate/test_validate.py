@@ -22,7 +22,7 @@ from components.manifest import (
     write_dataset,
 )
 from components.settings import IngestSettings, ValidateSettings
-from components.validate.stage import DataValidationError, validate, write_reference
+from components.validate.stage import DataValidationError, docs_site, validate, write_reference
 
 SPLITS = ("train", "val", "test")
 LABELS = ("happy", "sad")
@@ -110,6 +110,32 @@ def test_valid_datasets_pass_and_write_the_report(
     assert summary in capsys.readouterr().out
 
 
+def test_a_rerun_leaves_the_output_as_it_was_and_rebuilds_the_data_docs_beside_it(
+    tmp_path: Path,
+) -> None:
+    """DVC and the Prefect flow both run validate: a re-run on the same data must leave its
+    output byte for byte, or preprocess and every model after it would run again. The Data
+    Docs pages are stamped with their build time, so they are rebuilt outside the output."""
+    datasets = {
+        "fer2013": write(tmp_path, "fer2013", make_dataset("fer2013")),
+        "ckplus": write(tmp_path, "ckplus", make_dataset("ckplus", seed=1, subjects=True)),
+    }
+    site = docs_site(settings(tmp_path))
+
+    def run() -> tuple[dict[str, bytes], list[Path]]:
+        report = validate(datasets, settings(tmp_path))
+        assert report.data_docs == site / "index.html"
+        output = {p.name: p.read_bytes() for p in report.result_json.parent.iterdir()}
+        return output, sorted(p.relative_to(site) for p in site.rglob("*.html"))
+
+    (output, pages), (again, rebuilt) = run(), run()
+
+    assert again == output and set(output) == {"result.json", "summary.txt"}
+    assert rebuilt != pages, "validation pages are filed under their run time"
+    assert site.parent == settings(tmp_path).out_dir.parent
+    assert (site / ".gitignore").read_text() == "*\n", "rebuilt by every run: never committed"
+
+
 def _relabel(dataset: Dataset) -> Dataset:
     dataset.manifest.loc[4, "label"] = "happyy"
     return dataset
@@ -184,7 +210,7 @@ def test_a_failed_error_check_raises_after_writing_the_report(
     assert observed in str(failed[0]["observed"])
     assert [f["check"] for f in result["errors"]] == [check]
     assert (out / "summary.txt").read_text().strip() == message
-    assert (out / "data_docs" / "index.html").is_file()
+    assert (docs_site(settings(tmp_path)) / "index.html").is_file()
 
 
 def known_faults(dataset: Dataset) -> Dataset:
