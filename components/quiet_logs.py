@@ -60,6 +60,11 @@ def quiet() -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     if not isinstance(warnings.showwarning, _ShownUnlessKnown):
         warnings.showwarning = _ShownUnlessKnown(warnings.showwarning)
+    # A Prefect flow run sends warnings through logging (``logging.captureWarnings``).
+    captured = logging.getLogger("py.warnings")
+    if not any(isinstance(f, _KnownWarningRecords) for f in captured.filters):
+        captured.addFilter(_KnownWarningRecords())
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its temporary folders
     if "tensorflow" not in sys.modules and not any(
         isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path
     ):
@@ -133,6 +138,14 @@ class _ShownUnlessKnown:
     def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
         if not KNOWN_WARNINGS.match(str(message)):
             self.show(message, category, filename, lineno, file, line)
+
+
+class _KnownWarningRecords(logging.Filter):
+    """Drops the log records of known warnings (``logging.captureWarnings`` formats each as
+    ``file:line: Category: message``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(KNOWN_WARNINGS.match(part) for part in record.getMessage().split(": "))
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):

@@ -85,6 +85,24 @@ def test_tensorflow_and_mlflow_load_quietly_and_other_warnings_show(tmp_path):
     assert "UserWarning: a warning no one knows" in done.stderr
 
 
+def test_known_warnings_are_dropped_when_logging_captures_them_as_a_flow_run_does(tmp_path):
+    child = textwrap.dedent(
+        """
+        import logging, warnings
+        from components.quiet_logs import quiet
+        quiet()
+        logging.basicConfig(format="logged %(message)s")
+        logging.captureWarnings(True)
+        warnings.warn("`shuffle=True` was passed, but will be ignored since the data is a dataset")
+        warnings.warn("a warning no one knows")
+        """
+    )
+    done = run([sys.executable, "-c", child], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "a warning no one knows" in done.stderr and "shuffle=True" not in done.stderr
+    assert done.stderr.startswith("logged "), "through logging, as in a flow run"
+
+
 @pytest.mark.slow
 def test_every_stage_says_what_it_did_in_one_line_without_chatter(tmp_path):
     """The tiny pipeline, stage by stage as DVC runs it; evaluate once more with --verbose."""
