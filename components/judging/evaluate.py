@@ -118,13 +118,6 @@ def scored_splits(
     }
 
 
-def scored_folders(
-    cell: ModelCell, processed: Path, sequence_dataset: str, settings: EvaluateSettings
-) -> list[Path]:
-    """The record folders :func:`score_model` reads for ``cell``."""
-    return list(scored_splits(cell, processed, sequence_dataset, settings))
-
-
 def write_evaluation(
     key: str,
     run_id: str,

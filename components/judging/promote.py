@@ -32,7 +32,7 @@ from components.judging.evaluate import (
     EvaluationError,
     run_cell,
     score_model,
-    scored_folders,
+    scored_splits,
 )
 from components.judging.gate import Check, Verdict, judge
 from components.judging.model_card import (
@@ -83,7 +83,7 @@ def promote(
     trained = retried(lambda: mlflow.get_run(run["run_id"]), "reading the run")
     run_params = trained.data.params
     trained_on = training_data(run_params, trained.inputs)
-    scored = scored_folders(cell, processed, sequence_dataset, evaluate_settings)
+    scored = list(scored_splits(cell, processed, sequence_dataset, evaluate_settings))
     version = None
     with promotion_lock(
         client, name, settings.lock_wait_seconds, settings.lock_lease_seconds, mlflow_settings
