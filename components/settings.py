@@ -289,7 +289,8 @@ class TrainSettings(_Block):
     weight_decay: Annotated[float, Field(ge=0)] = 0.0  # adam: AdamW when above 0
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     mixup_alpha: Annotated[float, Field(ge=0)] = 0.0  # Beta(a, a) mixing of batch pairs; 0: off
-    class_weight: Literal["balanced"] | None = None  # balanced: weight n / (classes x count)
+    # balanced: weight n / (classes x count); sqrt_balanced: its square root (gentler)
+    class_weight: Literal["balanced", "sqrt_balanced"] | None = None
     # Stop after this many epochs without a better val_loss and keep the best weights; null: off.
     early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
     dense_units: Annotated[int, Field(ge=1)] = 64

@@ -96,11 +96,13 @@ def label_counts(examples: tf.data.Dataset, num_classes: int) -> np.ndarray:
     return counts
 
 
-def balanced_class_weights(counts: np.ndarray) -> np.ndarray:
-    """``n / (classes x count)`` per class, sklearn's "balanced"; 0 for a class with no examples."""
+def balanced_class_weights(counts: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """``n / (classes x count)`` per class, sklearn's "balanced", raised to ``power``; 0 for a
+    class with no examples. A power of 0.5 pushes toward rare classes more gently: on FER2013
+    full balancing weighs disgust (1.5 % of faces) 9.4 times and costs accuracy elsewhere."""
     present = counts > 0
     weights = np.zeros(len(counts), np.float32)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
+    weights[present] = (counts.sum() / (present.sum() * counts[present])) ** power
     return weights
 
 

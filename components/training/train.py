@@ -63,6 +63,9 @@ from components.training.checkpoints import (
 from components.training.runtime import distribution_strategy, mixed_precision, seeded_training
 from components.training.time_budget import TimeBudget
 
+# train.class_weight -> the power its balanced weights are raised to
+WEIGHT_POWERS = {"balanced": 1.0, "sqrt_balanced": 0.5}
+
 
 @dataclass(frozen=True)
 class TrainOutputs:
@@ -269,7 +272,11 @@ def training_data(
     val_count = int(label_counts(examples("val"), len(emotions)).sum())
     if val_count == 0:
         raise ValueError(f"{folder}: the val split holds no example of {', '.join(emotions)}")
-    weights = balanced_class_weights(counts) if settings.class_weight == "balanced" else None
+    weights = (
+        None
+        if settings.class_weight is None
+        else balanced_class_weights(counts, WEIGHT_POWERS[settings.class_weight])
+    )
     steps = math.ceil(counts.sum() / size)
     # val's length is told so that Keras need not run out of it to learn it. train's is not:
     # with a known length Keras opens each epoch's iterator at another moment, which draws

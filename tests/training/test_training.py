@@ -138,6 +138,13 @@ def test_balanced_class_weights_follow_sklearn_and_ignore_absent_classes():
     np.testing.assert_allclose(balanced_class_weights(np.array([2, 6, 0])), [2.0, 2 / 3, 0.0])
 
 
+def test_square_root_balancing_weighs_a_rare_class_less_than_balancing_but_still_more():
+    counts = np.array([436, 7215, 4097])  # FER2013's disgust, happy and fear faces
+    full, gentle = balanced_class_weights(counts), balanced_class_weights(counts, 0.5)
+    np.testing.assert_allclose(gentle, np.sqrt(full), rtol=1e-6)
+    assert 1 < gentle[0] < full[0] and full[1] < gentle[1] < 1
+
+
 def _batches() -> tf.data.Dataset:
     x = np.arange(8, dtype=np.float32).reshape(8, 1)
     y = np.array([0, 0, 0, 1, 1, 1, 2, 2])
