@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock components/web_assets.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[pipeline,test]'
-	$(BIN)/python -m components.web_assets || echo "web assets not fetched: reports will load them from CDNs" >&2
+	$(BIN)/python -m emoflow.components.web_assets || echo "web assets not fetched: reports will load them from CDNs" >&2
 	touch $@
 
 install: $(VENV)/.installed

@@ -44,8 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.serving.detection import FaceFinder  # noqa: E402 (after the sys.path line above)
-from components.settings import ServeSettings  # noqa: E402 (after the sys.path line above)
+from emoflow.components.serving.detection import FaceFinder  # noqa: E402 (after the sys.path line above)
+from emoflow.components.settings import ServeSettings  # noqa: E402 (after the sys.path line above)
 
 SIZE = (640, 480)
 ANGLES = (0, -15, 15, -30, 30)

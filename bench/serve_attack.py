@@ -48,7 +48,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.settings import ServeSettings  # noqa: E402 (after the sys.path line above)
+from emoflow.components.settings import ServeSettings  # noqa: E402 (after the sys.path line above)
 from tests.consumers import (  # noqa: E402 (after the sys.path line above)
     canvas_with_faces,
     detectable_crops,

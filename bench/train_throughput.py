@@ -27,10 +27,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components.model_kinds import SEQUENCE_ARCHITECTURES
-from components.settings import load_params
-from components.training import architectures
-from components.training.train import compile_network, distribution_strategy, mixed_precision
+from emoflow.components.model_kinds import SEQUENCE_ARCHITECTURES
+from emoflow.components.settings import load_params
+from emoflow.components.training import architectures
+from emoflow.components.training.train import (
+    compile_network,
+    distribution_strategy,
+    mixed_precision,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STEP_PASSES = 3  # forward + backward (activations) + backward (weights)

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     args = _arguments()
-    from components.serving.image_model import EmotionClassifier
-    from components.settings import ServeSettings, load_params
+    from emoflow.components.serving.image_model import EmotionClassifier
+    from emoflow.components.settings import ServeSettings, load_params
 
     keras_path = args.model or _random_network(load_params(ROOT / "params.yaml"))
     emotions = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -51,7 +51,7 @@ def main() -> int:
 def _random_network(params) -> Path:
     import tempfile
 
-    from components.training import architectures
+    from emoflow.components.training import architectures
 
     recipe = params.train.recipe("modern")
     network = architectures.build("modern", 7, recipe.dense_units, recipe)

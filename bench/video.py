@@ -42,10 +42,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.serving.detection import HAAR_CASCADE, FaceFinder, crop_faces  # noqa: E402 (after the sys.path line above)
-from components.serving.face_tracking import FrameAnalyser  # noqa: E402 (after the sys.path line above)
-from components.serving.image_model import EmotionClassifier  # noqa: E402 (after the sys.path line above)
-from components.settings import MlflowSettings, PredictSettings, ServeSettings  # noqa: E402 (after the sys.path line above)
+from emoflow.components.serving.detection import HAAR_CASCADE, FaceFinder, crop_faces  # noqa: E402 (after the sys.path line above)
+from emoflow.components.serving.face_tracking import FrameAnalyser  # noqa: E402 (after the sys.path line above)
+from emoflow.components.serving.image_model import EmotionClassifier  # noqa: E402 (after the sys.path line above)
+from emoflow.components.settings import MlflowSettings, PredictSettings, ServeSettings  # noqa: E402 (after the sys.path line above)
 
 SIZE = (640, 480)
 FACE_PX = 200
@@ -149,8 +149,8 @@ def _face_crop() -> np.ndarray:
     )
     if shared.is_dir():
         return cv2.imread(str(min((shared / "happy").glob("*.png"))), cv2.IMREAD_GRAYSCALE)
-    from components.sample.generate import generate_sample
-    from components.settings import SampleSettings
+    from emoflow.components.sample.generate import generate_sample
+    from emoflow.components.settings import SampleSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         files = generate_sample(
@@ -168,14 +168,14 @@ def _face_crop() -> np.ndarray:
 
 def _our_classifier(model: str | None, settings: ServeSettings, folder: Path) -> EmotionClassifier:
     if model:
-        from components.serving.predict import load_classifier
+        from emoflow.components.serving.predict import load_classifier
 
         return load_classifier(model, settings, MlflowSettings())
     return EmotionClassifier.from_keras(_sample_model(folder), _sample_emotions(), settings)
 
 
 def _sample_emotions() -> list[str]:
-    from components import labels
+    from emoflow.components import labels
 
     return list(labels.FER2013_CODES.values())
 
@@ -185,10 +185,10 @@ def _sample_model(folder: Path) -> Path:
     import keras
     import pandas as pd
 
-    from components.model_input import to_model_input
-    from components.sample.generate import generate_sample
-    from components.settings import SampleSettings
-    from components.training import architectures
+    from emoflow.components.model_input import to_model_input
+    from emoflow.components.sample.generate import generate_sample
+    from emoflow.components.settings import SampleSettings
+    from emoflow.components.training import architectures
 
     files = generate_sample(
         SampleSettings(out_dir=folder / "sample", images_per_class=40, ckplus_subjects=1)

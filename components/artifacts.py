@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from components.errors import EmoFlowError
+from emoflow.components.errors import EmoFlowError
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components.manifest import IMAGE_SIZE
-from components.settings import TestTimeViews
+from emoflow.components.manifest import IMAGE_SIZE
+from emoflow.components.settings import TestTimeViews
 
 DEFAULT_MARGIN = 4  # pixels a ten-crop view shifts a network without a crop layer: 40 of 48
 

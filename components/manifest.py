@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components import labels
-from components.artifacts import atomic_dir
-from components.provenance import write_provenance
+from emoflow.components import labels
+from emoflow.components.artifacts import atomic_dir
+from emoflow.components.provenance import write_provenance
 
 IMAGE_SIZE = 48
 COLUMNS: tuple[str, ...] = (

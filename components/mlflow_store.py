@@ -18,8 +18,8 @@ from typing import TypeVar
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from components.settings import MlflowSettings
-from components.store_location import SQLITE, StoreError, require_store, tracking_uri
+from emoflow.components.settings import MlflowSettings
+from emoflow.components.store_location import SQLITE, StoreError, require_store, tracking_uri
 
 # What a store says when it is busy or away, in the errors MLflow passes on: worth a retry.
 UNAVAILABLE = (

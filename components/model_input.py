@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from components.manifest import IMAGE_SIZE
+from emoflow.components.manifest import IMAGE_SIZE
 
 INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.artifacts import atomic_file
+from emoflow.components.artifacts import atomic_file
 
 # A Keras history holds ``loss`` and ``accuracy`` per epoch on the training batches, and the
 # same on the validation split under ``val_``.

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from components.artifacts import read_json, write_json
+from emoflow.components.artifacts import read_json, write_json
 
 SAMPLE_MARKER = "SYNTHETIC_SAMPLE.json"  # written by `emoflow sample` beside its files
 PROVENANCE_FILE = "provenance.json"  # in each interim and processed dataset folder

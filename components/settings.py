@@ -22,10 +22,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from components import labels
-from components.errors import EmoFlowError
-from components.model_kinds import reads_sequences
-from components.store_location import SQLITE
+from emoflow.components import labels
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.model_kinds import reads_sequences
+from emoflow.components.store_location import SQLITE
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 

@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components.errors import EmoFlowError
+from emoflow.components.errors import EmoFlowError
 
 if TYPE_CHECKING:
-    from components.settings import MlflowSettings
+    from emoflow.components.settings import MlflowSettings
 
 SQLITE = "sqlite:///"
 

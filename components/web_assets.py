@@ -3,7 +3,7 @@
 Great Expectations' Data Docs and ``dvc plots show`` link Bootstrap, jQuery, Vega and friends
 from CDNs, so on a machine without the network their pages render blank or unstyled. The
 packages are fetched once, when the environment is installed (``python -m
-components.web_assets``, run in the project), from the npm registry, each checked
+emoflow.components.web_assets``, run in the project), from the npm registry, each checked
 against its pinned sha512 as ``npm ci`` checks a lockfile, and only the files pages load are
 kept, in the environment (``<sys.prefix>/share/emoflow/web``) beside the Python packages whose
 pages link them. The Data Docs site gets copies of them (``components.validate.data_docs``);
@@ -24,8 +24,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.artifacts import atomic_dir, write_text
-from components.errors import EmoFlowError
+from emoflow.components.artifacts import atomic_dir, write_text
+from emoflow.components.errors import EmoFlowError
 
 REGISTRY = "https://registry.npmjs.org"
 ASSETS_DIR = Path(sys.prefix) / "share" / "emoflow" / "web"
@@ -163,7 +163,7 @@ def fetch(root: Path = ASSETS_DIR) -> list[Package]:
         except OSError as err:
             raise WebAssetsError(
                 f"cannot fetch {package.folder} from {package.tarball}: {err}; offline reports "
-                "link their CDNs until `python -m components.web_assets` succeeds"
+                "link their CDNs until `python -m emoflow.components.web_assets` succeeds"
             ) from None
         unpack(package, tarball, root)
     return missing

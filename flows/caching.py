@@ -33,9 +33,9 @@ from typing import Any
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
-from components.settings import Params
-from flows import code_graph
-from flows.stages import Cell, StageFiles
+from emoflow.components.settings import Params
+from emoflow.flows import code_graph
+from emoflow.flows.stages import Cell, StageFiles
 
 _CHUNK = 1 << 20
 
@@ -113,7 +113,7 @@ def tracking_store_identity(params: Params) -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from components.mlflow_store import tracking_uri
+    from emoflow.components.mlflow_store import tracking_uri
 
     uri = tracking_uri(params.mlflow)
     try:

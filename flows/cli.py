@@ -21,11 +21,11 @@ from typing import NoReturn, TypeVar
 
 import typer
 
-from components import quiet_logs
-from components.errors import EmoFlowError
-from components.settings import ModelCell, Params, load_params
-from components.store_location import require_store, tracking_uri
-from flows.stages import (
+from emoflow.components import quiet_logs
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.settings import ModelCell, Params, load_params
+from emoflow.components.store_location import require_store, tracking_uri
+from emoflow.flows.stages import (
     DATA_STAGES,
     MODEL_STAGES,
     STAGE_FILES,
@@ -205,7 +205,7 @@ def pipeline(
 def _flow():
     """The Prefect flow's module (imported only by the command that runs it: Prefect is the
     pipeline extra's)."""
-    from flows import training
+    from emoflow.flows import training
 
     return training
 
@@ -217,8 +217,8 @@ def reference(
     as_json: bool = JsonOption,
 ) -> None:
     """Record the ingested data's pixel statistics as the ranges later runs are checked against."""
-    from components.validate.stage import write_reference
-    from flows.stages import interim_folders
+    from emoflow.components.validate.stage import write_reference
+    from emoflow.flows.stages import interim_folders
 
     settings = _guarded("reference", lambda: load_params(params))
     margin = settings.validate_.reference_margin
@@ -239,8 +239,8 @@ def registry_list(
     """List registered models, their versions, aliases and blessings."""
     settings = _guarded("registry", lambda: load_params(params))
     _guarded("registry", lambda: require_store(tracking_uri(settings.mlflow)))
-    from components import mlflow_store
-    from components.judging import registry
+    from emoflow.components import mlflow_store
+    from emoflow.components.judging import registry
 
     def listing() -> list[tuple[str, list]]:
         client = mlflow_store.connect(settings.mlflow)
@@ -286,8 +286,8 @@ def rollback(name: str, params: Path = ParamsOption, as_json: bool = JsonOption)
     TensorFlow is loaded)."""
     settings = _guarded("rollback", lambda: load_params(params))
     _guarded("rollback", lambda: require_store(tracking_uri(settings.mlflow)))
-    from components import mlflow_store
-    from components.judging import registry
+    from emoflow.components import mlflow_store
+    from emoflow.components.judging import registry
 
     def moved() -> tuple[str, str]:
         return registry.rollback(mlflow_store.connect(settings.mlflow), name, settings.mlflow)
@@ -304,7 +304,7 @@ def rollback(name: str, params: Path = ParamsOption, as_json: bool = JsonOption)
 def _consumer_settings(name: str, params: Path, model: str | None) -> tuple[Params, str]:
     """The settings and the model a consumer uses, the model checked before it is loaded:
     ``--model`` is relative to the working folder, predict.model to the params file's."""
-    from components.serving.predict import check_model
+    from emoflow.components.serving.predict import check_model
 
     settings = _guarded(name, lambda: load_params(params))
     chosen = model or settings.predict.model
@@ -349,7 +349,7 @@ def predict(
 ) -> None:
     """Emotions per face: images to a table; videos and webcams to smoothed JSON lines. Exits 1
     when an input failed (not an image, over a limit, no face found), after the others."""
-    from components.serving import predict as consumer
+    from emoflow.components.serving import predict as consumer
 
     job = _guarded(
         "predict", lambda: consumer.plan(sources or [], out, annotate, mode, webcam, max_frames)
@@ -377,8 +377,8 @@ def export(
 ) -> None:
     """Export a model's network to ONNX and TFLite, each checked against Keras."""
     settings, chosen = _consumer_settings("export", params, model)
-    from components.serving import export as exporter
-    from components.serving.predict import load_classifier
+    from emoflow.components.serving import export as exporter
+    from emoflow.components.serving.predict import load_classifier
 
     classifier = _guarded(
         "export", lambda: load_classifier(chosen, settings.serve, settings.mlflow)
@@ -412,7 +412,7 @@ def demo(
     """A web page on 127.0.0.1 to try a model: drop a photo or start the webcam, see each
     face's box and emotions, and what the model was trained on."""
     settings, chosen = _consumer_settings("demo", params, model)
-    from components.serving import demo as page
+    from emoflow.components.serving import demo as page
 
     _guarded("demo", lambda: page.serve(chosen, settings.serve, settings.mlflow, port))
     typer.echo("emoflow demo: stopped", err=True)
@@ -430,7 +430,7 @@ def serve(
     """MLflow's REST scoring server for a model (models:/NAME@ALIAS or a model folder), behind
     EmoFlow's limits: request body size, and requests read and predicted at once (503 past them)."""
     settings, chosen = _consumer_settings("serve", params, model)
-    from components.serving import rest_server
+    from emoflow.components.serving import rest_server
 
     _guarded(
         "serve", lambda: rest_server.serve(chosen, settings.serve, settings.mlflow, host, port)

@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
-PROJECT_PACKAGES = ("components", "flows")
+PACKAGE = "emoflow"  # the namespace the project's packages install under
+PROJECT_PACKAGES = ("components", "flows")  # its packages, and their folders at the top
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout, or site-packages/emoflow
 
 
 def imports_of(tree: ast.AST) -> set[str]:
@@ -27,9 +29,9 @@ def imports_of(tree: ast.AST) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-            # `from components import labels` imports the module components.labels
+            # `from emoflow.components import labels` imports emoflow.components.labels
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {n for n in names if n.split(".")[0] in PROJECT_PACKAGES and origin(n) is not None}
+    return {n for n in names if n.startswith(f"{PACKAGE}.") and origin(n) is not None}
 
 
 def module_imports(module: str, top_level_only: bool = False) -> set[str]:
@@ -69,16 +71,27 @@ def parse(module: str) -> ast.Module:
 
 @cache
 def origin(module: str) -> Path | None:
-    """The source file of a project module, found without importing it (nor TensorFlow with it)."""
-    top, *rest = module.split(".")
-    spec = importlib.util.find_spec(top)
+    """The source file of a module, found without importing it (nor TensorFlow with it).
+    A project module ``emoflow.components.a.b`` is ``components/a/b.py`` (or its
+    ``__init__.py``) in the folder that holds the packages, a checkout or an installed
+    ``emoflow``; any other (a test's stages) is looked up from its top-level package."""
+    namespace, _, name = module.partition(".")
+    if namespace == PACKAGE:
+        in_project = name.split(".")[0] in PROJECT_PACKAGES
+        return _source_file(PROJECT_ROOT.joinpath(*name.split("."))) if in_project else None
+    spec = importlib.util.find_spec(namespace)
     if spec is None:
         return None
-    if not rest:
+    if not name:
         return Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
     if not spec.submodule_search_locations:
         return None
-    base = Path(next(iter(spec.submodule_search_locations))).joinpath(*rest)
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return _source_file(package.joinpath(*name.split(".")))
+
+
+def _source_file(base: Path) -> Path | None:
+    """``base``'s module file, or its package's ``__init__.py``."""
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -90,7 +103,6 @@ def source(module: str) -> str:
     return origin(module).read_text()
 
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # What each part of components/ may import, besides itself. The shared root (settings,
 # labels, manifest, ...) imports only the root. Serving is what a registered model ships, so
 # it stays clear of the pipeline's other parts; ingest borrows serving's face detector to
@@ -108,20 +120,21 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
 }
 
 
+COMPONENTS = f"{PACKAGE}.components"
+
+
 def part_of(module: str) -> str:
     """The part of ``components/`` a module belongs to: a sub-package's name, or the root."""
-    parts = module.split(".")
-    if len(parts) > 2 and parts[1] in ALLOWED_IMPORTS:
-        return parts[1]
-    return parts[1] if len(parts) == 2 and parts[1] in ALLOWED_IMPORTS else ROOT
+    parts = module.removeprefix(f"{COMPONENTS}.").split(".")
+    return parts[0] if parts[0] in ALLOWED_IMPORTS else ROOT
 
 
 def layer_violations(components_dir: Path) -> list[str]:
     """Imports between parts of ``components_dir`` that :data:`ALLOWED_IMPORTS` forbids."""
     found = []
     for file in sorted(components_dir.rglob("*.py")):
-        relative = file.relative_to(components_dir.parent).with_suffix("")
-        module = ".".join(p for p in relative.parts if p != "__init__")
+        relative = file.relative_to(components_dir).with_suffix("")
+        module = ".".join([COMPONENTS, *(p for p in relative.parts if p != "__init__")])
         importer = part_of(module)
         for node in ast.walk(ast.parse(file.read_text(), str(file))):
             names = (
@@ -132,7 +145,7 @@ def layer_violations(components_dir: Path) -> list[str]:
                 else []
             )
             for name in names:
-                if not name.startswith("components."):
+                if not name.startswith(f"{COMPONENTS}."):
                     continue
                 imported = part_of(name)
                 if imported != importer and imported not in ALLOWED_IMPORTS[importer]:
@@ -145,6 +158,6 @@ def stage_code_files(stage: Callable[..., object]) -> list[str]:
     calls and every ``components`` module that imports, transitively (what ``dvc.yaml``'s
     ``deps`` must list for the stage to re-run when its code changes)."""
     roots = function_imports(stage) | module_imports(stage.__module__, top_level_only=True)
-    modules = {m for m in closure(roots) if m.startswith("components.")}
+    modules = {m for m in closure(roots) if m.startswith(f"{COMPONENTS}.")}
     files = {origin(m) for m in modules}
     return sorted(f.relative_to(PROJECT_ROOT).as_posix() for f in files if f.read_text().strip())

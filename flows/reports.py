@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from prefect.artifacts import create_markdown_artifact
 
-from components.mlflow_store import tracking_uri
-from components.settings import Params
+from emoflow.components.mlflow_store import tracking_uri
+from emoflow.components.settings import Params
 
 if TYPE_CHECKING:
-    from components.judging.promote import Blessing
+    from emoflow.components.judging.promote import Blessing
 
 RUN_KEY = "emoflow-run"
 GATE_KEY = "emoflow-gate"

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from components.artifacts import read_json
-from components.model_files import HISTORY_FILE
-from components.settings import ModelCell, Params, ParamsError
-from components.store_location import tracking_uri
+from emoflow.components.artifacts import read_json
+from emoflow.components.model_files import HISTORY_FILE
+from emoflow.components.settings import ModelCell, Params, ParamsError
+from emoflow.components.store_location import tracking_uri
 
 DATASETS = ("fer2013", "ckplus")
 
@@ -34,42 +34,42 @@ def interim_folders(params: Params) -> dict[str, Path]:
 
 def sample(params: Params):
     """Generate the built-in synthetic FER2013 csv and CK+48 folders."""
-    from components.sample.generate import generate_sample
+    from emoflow.components.sample.generate import generate_sample
 
     return generate_sample(params.sample)
 
 
 def ingest(params: Params):
     """Read the raw datasets into manifests and pixel arrays."""
-    from components.ingest.stage import ingest as run
+    from emoflow.components.ingest.stage import ingest as run
 
     return run(params.ingest)
 
 
 def validate(params: Params):
     """Check the ingested data with Great Expectations."""
-    from components.validate.stage import validate as run
+    from emoflow.components.validate.stage import validate as run
 
     return run(interim_folders(params), params.validate_)
 
 
 def preprocess(params: Params):
     """Write TFRecord shards and the augmentation grid."""
-    from components.records.preprocess import preprocess as run
+    from emoflow.components.records.preprocess import preprocess as run
 
     return run(interim_folders(params), params.preprocess, params.augment)
 
 
 def recipes(params: Params):
     """Write each model's recipe, the file its DVC train stage depends on."""
-    from components.training.recipes import write_recipes
+    from emoflow.components.training.recipes import write_recipes
 
     return write_recipes(params.train, params.augment, params.serve)
 
 
 def train(params: Params, cell: ModelCell):
     """Train a model of the grid and log it to MLflow."""
-    from components.training.train import train as run
+    from emoflow.components.training.train import train as run
 
     shards = params.preprocess.out_dir / params.train.dataset_for(cell.architecture)
     return run(shards, cell, params.train, params.augment, params.mlflow, params.serve)
@@ -77,7 +77,7 @@ def train(params: Params, cell: ModelCell):
 
 def evaluate(params: Params, cell: ModelCell):
     """Score a model in-dataset and across datasets."""
-    from components.judging.evaluate import evaluate as run
+    from emoflow.components.judging.evaluate import evaluate as run
 
     return run(
         params.train.out_dir / cell.key,
@@ -90,7 +90,7 @@ def evaluate(params: Params, cell: ModelCell):
 
 def promote(params: Params, cell: ModelCell):
     """Gate a model against thresholds and the champion; register it on a pass."""
-    from components.judging.promote import promote as run
+    from emoflow.components.judging.promote import promote as run
 
     return run(
         params.train.out_dir / cell.key,
@@ -157,7 +157,7 @@ def _model_settings(params: Params, cell: Cell, *names: str) -> dict[str, Any]:
 def _training_settings(params: Params, cell: Cell) -> dict[str, Any]:
     """Only what the cell's training reads, as DVC sees it (``components.training.recipes``):
     another cell's emotions or another architecture's override change nothing here."""
-    from components.training.recipes import cell_recipe
+    from emoflow.components.training.recipes import cell_recipe
 
     return {
         **cell_recipe(cell, params.train, params.augment, params.serve),
@@ -166,20 +166,20 @@ def _training_settings(params: Params, cell: Cell) -> dict[str, Any]:
 
 
 def _card(params: Params, cell: Cell) -> Path:
-    from components.judging.promote import card_path
+    from emoflow.components.judging.promote import card_path
 
     return card_path(params.promote.out_dir, cell.key)
 
 
 def _validation_result(params: Params) -> Path:
     """The validate stage's verdict, the one file of its output that preprocess needs."""
-    from components.validate.outputs import RESULT_JSON
+    from emoflow.components.validate.outputs import RESULT_JSON
 
     return params.validate_.out_dir / RESULT_JSON
 
 
 def _recipes_folder(params: Params) -> Path:
-    from components.training.recipes import RECIPES_DIR
+    from emoflow.components.training.recipes import RECIPES_DIR
 
     return params.train.out_dir / RECIPES_DIR
 
@@ -331,7 +331,7 @@ def _sample_figures(files) -> dict[str, Any]:
 def _ingest_figures(outputs) -> dict[str, Any]:
     import pyarrow.parquet as parquet
 
-    from components.manifest import MANIFEST
+    from emoflow.components.manifest import MANIFEST
 
     figures: dict[str, Any] = {
         f"{name}.images": parquet.ParquetFile(folder / MANIFEST).metadata.num_rows

@@ -7,9 +7,9 @@ each stage reads what the previous wrote on disk. Prefect adds:
   (:data:`RETRIED`), for transient errors only: bad data or bad settings fail at once;
 - caching (``flow.cache`` in params.yaml): a stage whose code, settings and input files
   are those of a cached run, and whose outputs are still as that run left them, is
-  skipped (the rules are in :mod:`flows.caching`);
+  skipped (the rules are in :mod:`emoflow.flows.caching`);
 - markdown artifacts in the Prefect UI: the run's outcome stage by stage, and the gate's
-  verdicts with the registered versions (:mod:`flows.reports`).
+  verdicts with the registered versions (:mod:`emoflow.flows.reports`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task, exponential_backoff
 
-from components.settings import FlowSettings, ModelCell, Params, load_params
-from flows import reports
-from flows.caching import StageInputs, StageRun, outputs_digest
-from flows.stages import DATA_STAGES, MODEL_STAGES, STAGE_FILES, StageFiles
+from emoflow.components.settings import FlowSettings, ModelCell, Params, load_params
+from emoflow.flows import reports
+from emoflow.flows.caching import StageInputs, StageRun, outputs_digest
+from emoflow.flows.stages import DATA_STAGES, MODEL_STAGES, STAGE_FILES, StageFiles
 
 RETRIED = {"ingest", "promote"}
 

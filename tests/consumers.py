@@ -18,10 +18,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from components.model_input import to_model_input
-from components.serving.image_model import log_registry_model
-from components.settings import ServeSettings
-from components.training import architectures
+from emoflow.components.model_input import to_model_input
+from emoflow.components.serving.image_model import log_registry_model
+from emoflow.components.settings import ServeSettings
+from emoflow.components.training import architectures
 from tests.conftest import SHARED_DATA
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -96,8 +96,8 @@ def face_crops() -> tuple[np.ndarray, ...]:
 def _synthetic_crops() -> tuple[np.ndarray, ...]:
     import tempfile
 
-    from components.sample.generate import generate_sample
-    from components.settings import SampleSettings
+    from emoflow.components.sample.generate import generate_sample
+    from emoflow.components.settings import SampleSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         files = generate_sample(
@@ -138,14 +138,14 @@ def png(image: np.ndarray) -> bytes:
 
 
 def best_iou(box, boxes) -> float:
-    from components.serving.detection import iou
+    from emoflow.components.serving.detection import iou
 
     return max((iou(box, other) for other in boxes), default=0.0)
 
 
 def detectable_crops(count: int) -> list[np.ndarray]:
     """``count`` test faces that OpenCV's Haar cascade finds on their own; skip if too few."""
-    from components.serving.detection import FaceFinder
+    from emoflow.components.serving.detection import FaceFinder
 
     finder = FaceFinder(ServeSettings())
     found = [

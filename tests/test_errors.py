@@ -6,8 +6,8 @@ import ast
 
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.code_graph import PROJECT_ROOT
+from emoflow.flows.cli import app
+from emoflow.flows.code_graph import PROJECT_ROOT
 
 
 def error_classes() -> dict[str, list[str]]:

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from components.face_views import (
+from emoflow.components.face_views import (
     DEFAULT_MARGIN,
     FaceCrop,
     load_network,

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from components.settings import ParamsError, load_params
+from emoflow.components.settings import ParamsError, load_params
 from tests.conftest import ROOT, write_params
 
 

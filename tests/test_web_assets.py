@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from components import web_assets
-from components.web_assets import Package, WebAssetsError
+from emoflow.components import web_assets
+from emoflow.components.web_assets import Package, WebAssetsError
 
 
 def tarball(files: dict[str, str]) -> bytes:

@@ -18,8 +18,8 @@ from typing import Literal
 
 import pandas as pd
 
-from components.artifacts import write_json
-from components.errors import EmoFlowError
+from emoflow.components.artifacts import write_json
+from emoflow.components.errors import EmoFlowError
 
 QUARANTINE_JSON = "quarantine.json"
 

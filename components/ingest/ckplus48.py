@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from components import labels
-from components.ingest.bad_records import BadRecord, IngestError, Quarantine
-from components.ingest.ckplus_sequences import FRAME_COLUMNS, ckplus_dataset, keep_frames
-from components.ingest.image_files import read_all, read_face_48
-from components.manifest import Dataset
-from components.settings import IngestSettings
+from emoflow.components import labels
+from emoflow.components.ingest.bad_records import BadRecord, IngestError, Quarantine
+from emoflow.components.ingest.ckplus_sequences import FRAME_COLUMNS, ckplus_dataset, keep_frames
+from emoflow.components.ingest.image_files import read_all, read_face_48
+from emoflow.components.manifest import Dataset
+from emoflow.components.settings import IngestSettings
 
 CKPLUS48_NAME = re.compile(r"^S(\d{3})_(\d{3})_(\d{8})\.png$")
 

@@ -13,8 +13,8 @@ from functools import cache
 
 import numpy as np
 
-from components.serving.detection import HAAR_CASCADE, HaarDetector, crop_faces
-from components.settings import ServeSettings
+from emoflow.components.serving.detection import HAAR_CASCADE, HaarDetector, crop_faces
+from emoflow.components.settings import ServeSettings
 
 MIN_FACE_FRACTION = 0.25  # of the frame's short side
 

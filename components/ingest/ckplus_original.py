@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from components import labels
-from components.ingest.bad_records import BadRecord, IngestError, Quarantine
-from components.ingest.ckplus_crop import center_box, crop_48, find_face
-from components.ingest.ckplus_sequences import FRAME_COLUMNS, ckplus_dataset, keep_frames
-from components.ingest.image_files import read_all, read_gray
-from components.manifest import Dataset
-from components.settings import IngestSettings
+from emoflow.components import labels
+from emoflow.components.ingest.bad_records import BadRecord, IngestError, Quarantine
+from emoflow.components.ingest.ckplus_crop import center_box, crop_48, find_face
+from emoflow.components.ingest.ckplus_sequences import FRAME_COLUMNS, ckplus_dataset, keep_frames
+from emoflow.components.ingest.image_files import read_all, read_gray
+from emoflow.components.manifest import Dataset
+from emoflow.components.settings import IngestSettings
 
 IMAGES = "cohn-kanade-images"
 EMOTION = "Emotion"

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.ingest.bad_records import IngestError
-from components.ingest.splits import subject_folds, subject_splits
-from components.manifest import Dataset, describe_pixels
-from components.settings import IngestSettings
+from emoflow.components.ingest.bad_records import IngestError
+from emoflow.components.ingest.splits import subject_folds, subject_splits
+from emoflow.components.manifest import Dataset, describe_pixels
+from emoflow.components.settings import IngestSettings
 
 FRAME_COLUMNS = ("stem", "label", "subject", "sequence", "frame", "source")
 

@@ -14,25 +14,25 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from components import labels
-from components.ingest.bad_records import (
+from emoflow.components import labels
+from emoflow.components.ingest.bad_records import (
     BadRecord,
     IngestError,
     Quarantine,
     csv_row,
     read_csv_chunks,
 )
-from components.ingest.ferplus import read_ferplus
-from components.ingest.pixel_stream import PixelWriter, keep_rows
-from components.ingest.splits import carve_validation
-from components.manifest import (
+from emoflow.components.ingest.ferplus import read_ferplus
+from emoflow.components.ingest.pixel_stream import PixelWriter, keep_rows
+from emoflow.components.ingest.splits import carve_validation
+from emoflow.components.manifest import (
     IMAGE_SIZE,
     PIXELS,
     Dataset,
     describe_pixels,
     write_beside_pixels,
 )
-from components.settings import IngestSettings
+from emoflow.components.settings import IngestSettings
 
 FER2013_COLUMNS = ("emotion", "pixels", "Usage")
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE

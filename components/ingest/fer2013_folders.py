@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from components import labels
-from components.ingest.bad_records import BadRecord, IngestError, Quarantine
-from components.ingest.image_files import read_all, read_face_48
-from components.ingest.splits import carve_validation
-from components.manifest import Dataset, describe_pixels
-from components.settings import IngestSettings
+from emoflow.components import labels
+from emoflow.components.ingest.bad_records import BadRecord, IngestError, Quarantine
+from emoflow.components.ingest.image_files import read_all, read_face_48
+from emoflow.components.ingest.splits import carve_validation
+from emoflow.components.manifest import Dataset, describe_pixels
+from emoflow.components.settings import IngestSettings
 
 SPLIT_FOLDERS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

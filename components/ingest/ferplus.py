@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components import labels
-from components.ingest.bad_records import (
+from emoflow.components import labels
+from emoflow.components.ingest.bad_records import (
     BadRecord,
     IngestError,
     Quarantine,

@@ -14,8 +14,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from components.ingest.bad_records import BadRecord, Quarantine
-from components.manifest import IMAGE_SIZE
+from emoflow.components.ingest.bad_records import BadRecord, Quarantine
+from emoflow.components.manifest import IMAGE_SIZE
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from types import TracebackType
 
 import numpy as np
 
-from components.manifest import IMAGE_SIZE
+from emoflow.components.manifest import IMAGE_SIZE
 
 BLOCK = 4096  # images per block when copying kept rows
 

@@ -15,15 +15,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.artifacts import staged_dir
-from components.ingest.bad_records import QUARANTINE_JSON, IngestError, Quarantine
-from components.ingest.ckplus48 import read_ckplus48
-from components.ingest.ckplus_original import is_original_layout, read_ckplus_original
-from components.ingest.fer2013_csv import read_fer2013_csv, write_fer2013_csv
-from components.ingest.fer2013_folders import read_fer2013_folders
-from components.manifest import Dataset, write_dataset
-from components.provenance import source_record
-from components.settings import IngestSettings
+from emoflow.components.artifacts import staged_dir
+from emoflow.components.ingest.bad_records import QUARANTINE_JSON, IngestError, Quarantine
+from emoflow.components.ingest.ckplus48 import read_ckplus48
+from emoflow.components.ingest.ckplus_original import is_original_layout, read_ckplus_original
+from emoflow.components.ingest.fer2013_csv import read_fer2013_csv, write_fer2013_csv
+from emoflow.components.ingest.fer2013_folders import read_fer2013_folders
+from emoflow.components.manifest import Dataset, write_dataset
+from emoflow.components.provenance import source_record
+from emoflow.components.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 

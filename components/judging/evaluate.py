@@ -23,16 +23,16 @@ import keras
 import mlflow
 import pandas as pd
 
-from components import mlflow_store, plots
-from components.artifacts import atomic_file, read_json, write_json
-from components.face_views import load_network
-from components.judging.gate import flatten_metrics
-from components.judging.scores import EvaluationError, Scores, score_network
-from components.judging.sequence_scores import score_sequences
-from components.model_files import HISTORY_FILE, MODEL_FILE, RUN_FILE
-from components.model_kinds import reads_sequences, records_folder
-from components.records.run_inputs import EVALUATION_CONTEXT, log_splits
-from components.settings import EvaluateSettings, MlflowSettings, ModelCell
+from emoflow.components import mlflow_store, plots
+from emoflow.components.artifacts import atomic_file, read_json, write_json
+from emoflow.components.face_views import load_network
+from emoflow.components.judging.gate import flatten_metrics
+from emoflow.components.judging.scores import EvaluationError, Scores, score_network
+from emoflow.components.judging.sequence_scores import score_sequences
+from emoflow.components.model_files import HISTORY_FILE, MODEL_FILE, RUN_FILE
+from emoflow.components.model_kinds import reads_sequences, records_folder
+from emoflow.components.records.run_inputs import EVALUATION_CONTEXT, log_splits
+from emoflow.components.settings import EvaluateSettings, MlflowSettings, ModelCell
 
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.json"

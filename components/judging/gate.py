@@ -18,7 +18,7 @@ import fnmatch
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from components.settings import Bounds, ValueThreshold
+from emoflow.components.settings import Bounds, ValueThreshold
 
 NO_CHAMPION = "first model of this name: no champion to compare with, change thresholds skipped"
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.judging.gate import Verdict
-from components.judging.registry import CHALLENGER, CHAMPION
-from components.model_kinds import reads_sequences
-from components.provenance import SYNTHETIC, SYNTHETIC_WARNING
-from components.settings import ModelCell
+from emoflow.components.judging.gate import Verdict
+from emoflow.components.judging.registry import CHALLENGER, CHAMPION
+from emoflow.components.model_kinds import reads_sequences
+from emoflow.components.provenance import SYNTHETIC, SYNTHETIC_WARNING
+from emoflow.components.settings import ModelCell
 
 CARD_FILE = "model_card.md"
 

@@ -23,31 +23,31 @@ from mlflow.models.model import MLMODEL_FILE_NAME as MLMODEL_FILE
 from mlflow.pyfunc import FLAVOR_NAME
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from components import mlflow_store
-from components.artifacts import read_json, write_json, write_text
-from components.face_views import load_network
-from components.judging import registry
-from components.judging.evaluate import (
+from emoflow.components import mlflow_store
+from emoflow.components.artifacts import read_json, write_json, write_text
+from emoflow.components.face_views import load_network
+from emoflow.components.judging import registry
+from emoflow.components.judging.evaluate import (
     SCORES_FILE,
     EvaluationError,
     run_cell,
     score_model,
     scored_splits,
 )
-from components.judging.gate import Check, Verdict, judge
-from components.judging.model_card import (
+from emoflow.components.judging.gate import Check, Verdict, judge
+from emoflow.components.judging.model_card import (
     CARD_FILE,
     TrainingData,
     model_card,
     registered_model_description,
 )
-from components.judging.promotion_lock import promotion_lock
-from components.model_files import MODEL_FILE, RUN_FILE
-from components.model_kinds import SEQUENCES_DIR
-from components.provenance import TRAINING_DATA_TAG, content_hash, read_provenance
-from components.records.run_inputs import TRAINING_SPLITS
-from components.records.tfrecords import shard_paths
-from components.settings import EvaluateSettings, MlflowSettings, ModelCell, PromoteSettings
+from emoflow.components.judging.promotion_lock import promotion_lock
+from emoflow.components.model_files import MODEL_FILE, RUN_FILE
+from emoflow.components.model_kinds import SEQUENCES_DIR
+from emoflow.components.provenance import TRAINING_DATA_TAG, content_hash, read_provenance
+from emoflow.components.records.run_inputs import TRAINING_SPLITS
+from emoflow.components.records.tfrecords import shard_paths
+from emoflow.components.settings import EvaluateSettings, MlflowSettings, ModelCell, PromoteSettings
 
 
 @dataclass(frozen=True)

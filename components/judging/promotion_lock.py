@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from components import mlflow_store
-from components.errors import EmoFlowError
-from components.settings import MlflowSettings
+from emoflow.components import mlflow_store
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.settings import MlflowSettings
 
 LOCK_TAG = "emoflow.promotion_lock"
 SETTLE_SECONDS = 1.0  # longer than a promoter takes between reading the tag and writing it

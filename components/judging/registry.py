@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from components.errors import EmoFlowError
-from components.mlflow_store import retried
-from components.settings import MlflowSettings
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.mlflow_store import retried
+from emoflow.components.settings import MlflowSettings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from components.errors import EmoFlowError
-from components.face_views import predict_views
-from components.records.input_pipelines import scoring_batches
-from components.settings import EvaluateSettings
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.face_views import predict_views
+from emoflow.components.records.input_pipelines import scoring_batches
+from emoflow.components.settings import EvaluateSettings
 
 
 class EvaluationError(EmoFlowError, ValueError):

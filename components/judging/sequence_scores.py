@@ -14,10 +14,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from components.judging.scores import EvaluationError, Scores, scores_from
-from components.model_kinds import SEQUENCES_DIR
-from components.records.input_pipelines import scoring_sequence_batches
-from components.settings import EvaluateSettings
+from emoflow.components.judging.scores import EvaluationError, Scores, scores_from
+from emoflow.components.model_kinds import SEQUENCES_DIR
+from emoflow.components.records.input_pipelines import scoring_sequence_batches
+from emoflow.components.settings import EvaluateSettings
 
 
 def score_sequences(

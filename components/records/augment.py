@@ -11,7 +11,7 @@ import math
 
 import tensorflow as tf
 
-from components.settings import AugmentSettings
+from emoflow.components.settings import AugmentSettings
 
 
 def augment_image(image: tf.Tensor, seed: tf.Tensor, settings: AugmentSettings) -> tf.Tensor:

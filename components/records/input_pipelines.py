@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from components.model_input import to_model_input
-from components.records.augment import augment_image
-from components.records.sequences import windows
-from components.records.tfrecords import read_examples, read_sequences
-from components.settings import AugmentSettings
+from emoflow.components.model_input import to_model_input
+from emoflow.components.records.augment import augment_image
+from emoflow.components.records.sequences import windows
+from emoflow.components.records.tfrecords import read_examples, read_sequences
+from emoflow.components.settings import AugmentSettings
 
 SHUFFLE_BUFFER = 4096
 

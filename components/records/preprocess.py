@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from components import plots
-from components.artifacts import staged_dir
-from components.manifest import read_dataset
-from components.model_input import to_model_input
-from components.provenance import read_provenance, write_provenance
-from components.records.augment import augment_image
-from components.records.tfrecords import write_sequences, write_split
-from components.settings import AugmentSettings, PreprocessSettings
+from emoflow.components import plots
+from emoflow.components.artifacts import staged_dir
+from emoflow.components.manifest import read_dataset
+from emoflow.components.model_input import to_model_input
+from emoflow.components.provenance import read_provenance, write_provenance
+from emoflow.components.records.augment import augment_image
+from emoflow.components.records.tfrecords import write_sequences, write_split
+from emoflow.components.settings import AugmentSettings, PreprocessSettings
 
 GRID_ORIGINALS = 6
 GRID_VARIANTS = 7

@@ -18,9 +18,9 @@ from mlflow.data.dataset_source_registry import get_dataset_source_from_json
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.types.schema import ColSpec, Schema
 
-from components.model_kinds import SEQUENCES_DIR
-from components.provenance import content_hash
-from components.records.tfrecords import FEATURES, SEQUENCE_FEATURES, shard_paths
+from emoflow.components.model_kinds import SEQUENCES_DIR
+from emoflow.components.provenance import content_hash
+from emoflow.components.records.tfrecords import FEATURES, SEQUENCE_FEATURES, shard_paths
 
 # What training reads, and the context each split is logged in on the training run.
 TRAINING_SPLITS = {"train": "training", "val": "validation"}

@@ -19,10 +19,10 @@ import pandas as pd
 import tensorflow as tf
 from tqdm import tqdm
 
-from components import labels
-from components.manifest import IMAGE_SIZE, Dataset
-from components.model_kinds import SEQUENCES_DIR
-from components.records.sequences import FrameSequence, frame_sequences
+from emoflow.components import labels
+from emoflow.components.manifest import IMAGE_SIZE, Dataset
+from emoflow.components.model_kinds import SEQUENCES_DIR
+from emoflow.components.records.sequences import FrameSequence, frame_sequences
 
 COMPRESSION = "GZIP"
 FEATURES = {

@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from components import labels
-from components.artifacts import atomic_dir, atomic_file
-from components.manifest import IMAGE_SIZE
-from components.provenance import mark_sample
-from components.settings import SampleSettings
+from emoflow.components import labels
+from emoflow.components.artifacts import atomic_dir, atomic_file
+from emoflow.components.manifest import IMAGE_SIZE
+from emoflow.components.provenance import mark_sample
+from emoflow.components.settings import SampleSettings
 
 FER2013_CSV = "fer2013.csv"
 CKPLUS48_DIR = "ckplus48"

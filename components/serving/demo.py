@@ -23,11 +23,11 @@ from fastapi.responses import HTMLResponse
 from mlflow.exceptions import MlflowException
 from starlette.concurrency import run_in_threadpool
 
-from components.errors import EmoFlowError
-from components.provenance import SYNTHETIC, SYNTHETIC_WARNING, TRAINING_DATA_TAG
-from components.serving.image_model import EmotionClassifier
-from components.serving.recognizer import faces
-from components.settings import MlflowSettings, ServeSettings
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.provenance import SYNTHETIC, SYNTHETIC_WARNING, TRAINING_DATA_TAG
+from emoflow.components.serving.image_model import EmotionClassifier
+from emoflow.components.serving.recognizer import faces
+from emoflow.components.settings import MlflowSettings, ServeSettings
 
 PAGE = Path(__file__).with_name("demo_page.html")
 HOST = "127.0.0.1"  # the page runs models on its visitors' photos: this machine only
@@ -51,7 +51,7 @@ class ModelShelf:
     """The models the page offers, each loaded on first use and kept."""
 
     def __init__(self, first: str, store: MlflowSettings, serve: ServeSettings):
-        from components.mlflow_store import tracking_uri
+        from emoflow.components.mlflow_store import tracking_uri
 
         self.first = first
         self._uri = tracking_uri(store)
@@ -86,7 +86,7 @@ class ModelShelf:
             return self._loaded[uri]
 
     def _load(self, uri: str) -> tuple[EmotionClassifier, ModelFacts]:
-        from components.serving.predict import load_classifier
+        from emoflow.components.serving.predict import load_classifier
 
         classifier = load_classifier(uri, self._serve, self._store, self._uri)
         version = self._version(uri)
@@ -117,7 +117,7 @@ class ModelShelf:
 
 
 def _store_exists(uri: str) -> bool:
-    from components.mlflow_store import SQLITE
+    from emoflow.components.mlflow_store import SQLITE
 
     return not uri.startswith(SQLITE) or Path(uri.removeprefix(SQLITE)).is_file()
 

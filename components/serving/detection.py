@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from components.manifest import IMAGE_SIZE
-from components.settings import ServeSettings
+from emoflow.components.manifest import IMAGE_SIZE
+from emoflow.components.settings import ServeSettings
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -326,6 +326,6 @@ def model_input(crops: np.ndarray) -> tf.Tensor:
     TensorFlow is imported here, not at the top: ingest crops CK+ frames with this module
     and never runs a network.
     """
-    from components.model_input import to_model_input
+    from emoflow.components.model_input import to_model_input
 
     return to_model_input(crops)

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from components.artifacts import atomic_dir, write_json
-from components.errors import EmoFlowError
-from components.manifest import IMAGE_SIZE
-from components.model_input import INPUT_SHAPE
-from components.serving.detection import model_input
+from emoflow.components.artifacts import atomic_dir, write_json
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.manifest import IMAGE_SIZE
+from emoflow.components.model_input import INPUT_SHAPE
+from emoflow.components.serving.detection import model_input
 
 ONNX_FILE = "model.onnx"
 TFLITE_FILE = "model.tflite"

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from components.serving.detection import iou
-from components.serving.image_model import EmotionClassifier
-from components.settings import PredictSettings
+from emoflow.components.serving.detection import iou
+from emoflow.components.serving.image_model import EmotionClassifier
+from emoflow.components.settings import PredictSettings
 
 
 @dataclass

@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from components.errors import EmoFlowError
-from components.settings import ServeSettings
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.settings import ServeSettings
 
 CHANNEL_ORDERS = ("bgr", "rgb")
 CHANNELS = (1, 3, 4)

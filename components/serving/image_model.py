@@ -80,22 +80,22 @@ from mlflow.protos.databricks_pb2 import (
 from mlflow.pyfunc.context import get_prediction_context
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from components.errors import EmoFlowError
-from components.face_views import load_network, tta_views, view_margin
-from components.manifest import IMAGE_SIZE
-from components.model_input import INPUT_SHAPE
-from components.provenance import warn_if_synthetic
-from components.serving.detection import HAAR_CASCADE, FaceFinder, Faces, model_input
-from components.serving.image_input import CHANNEL_ORDERS, ImageError, PendingImage, decode
-from components.serving.model_inputs import (
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.face_views import load_network, tta_views, view_margin
+from emoflow.components.manifest import IMAGE_SIZE
+from emoflow.components.model_input import INPUT_SHAPE
+from emoflow.components.provenance import warn_if_synthetic
+from emoflow.components.serving.detection import HAAR_CASCADE, FaceFinder, Faces, model_input
+from emoflow.components.serving.image_input import CHANNEL_ORDERS, ImageError, PendingImage, decode
+from emoflow.components.serving.model_inputs import (
     IMAGE_COLUMN,
     READ_FILES,
     face_array,
     files_allowed,
     pending_images,
 )
-from components.serving.stored_model import code_file, example_base64
-from components.settings import ServeSettings
+from emoflow.components.serving.stored_model import code_file, example_base64
+from emoflow.components.settings import ServeSettings
 
 KERAS_ARTIFACT = "keras_model"
 LABELS_ARTIFACT = "emotions"
@@ -529,14 +529,17 @@ def training_data(artifacts: dict[str, str]) -> dict | None:
 def served_code(scratch: Path) -> Path:
     """A copy of the code a registered model runs: the shared root of ``components`` and
     ``components/serving``, nothing of ingest, validation, training or judging (which serving
-    never imports: a test holds it to that). Written as ``scratch/components``."""
-    target = scratch / COMPONENTS_DIR.name
+    never imports: a test holds it to that). Written as ``scratch/emoflow/components``, so the
+    model imports it by its installed name; ``emoflow`` is a namespace package, which merges
+    with an installed EmoFlow. Returns ``scratch/emoflow``, the folder MLflow ships."""
+    package = scratch / "emoflow"
+    target = package / COMPONENTS_DIR.name
     (target / SERVING_DIR.name).mkdir(parents=True)
     for module in COMPONENTS_DIR.glob("*.py"):
         shutil.copy2(module, target / module.name)
     for module in SERVING_DIR.glob("*.py"):
         shutil.copy2(module, target / SERVING_DIR.name / module.name)
-    return target
+    return package
 
 
 def pip_requirements(serve: ServeSettings | None = None) -> list[str]:

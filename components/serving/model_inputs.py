@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.manifest import IMAGE_SIZE
-from components.serving.image_input import (
+from emoflow.components.manifest import IMAGE_SIZE
+from emoflow.components.serving.image_input import (
     CHANNELS,
     ImageError,
     NotBase64Error,
@@ -56,7 +56,7 @@ from components.serving.image_input import (
     encoded_image,
     file_image,
 )
-from components.settings import ServeSettings
+from emoflow.components.settings import ServeSettings
 
 IMAGE_COLUMN = "image"
 READ_FILES = "read_files"  # the model_config key that can turn file reading off

@@ -4,7 +4,7 @@ Images become a table (CSV or JSON), one row per face, as the registry model ret
 Videos and webcams become JSON lines, one per frame, with faces tracked and smoothed
 (``components.serving.face_tracking``).
 
-Every prediction goes through :class:`components.serving.image_model.EmotionClassifier`, the
+Every prediction goes through :class:`emoflow.components.serving.image_model.EmotionClassifier`, the
 object inside the registry model, so the CLI preprocesses exactly as the REST server does.
 The arguments, the input files and the model's location are checked first (:func:`plan`,
 :func:`check_model`), before TensorFlow and MLflow are imported, which take half a minute:
@@ -20,16 +20,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components.errors import EmoFlowError
-from components.model_files import RUN_FILE
-from components.serving.sources import PredictError, image_files, split_sources
-from components.settings import MlflowSettings, PredictSettings, ServeSettings
-from components.store_location import require_store, tracking_uri
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.model_files import RUN_FILE
+from emoflow.components.serving.sources import PredictError, image_files, split_sources
+from emoflow.components.settings import MlflowSettings, PredictSettings, ServeSettings
+from emoflow.components.store_location import require_store, tracking_uri
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from components.serving.image_model import EmotionClassifier
+    from emoflow.components.serving.image_model import EmotionClassifier
 
 TABLE_SUFFIXES = (".csv", ".json")
 LINES_SUFFIX = ".jsonl"
@@ -68,11 +68,11 @@ def load_classifier(
     ``store`` when the caller names one, else ``MLFLOW_TRACKING_URI``, else the settings'.
     """
     check_model(model, mlflow_settings, store)
-    from components.serving.image_model import EmotionClassifier
+    from emoflow.components.serving.image_model import EmotionClassifier
 
     path = Path(model)
     if path.suffix == ".keras":
-        from components.artifacts import read_json
+        from emoflow.components.artifacts import read_json
 
         emotions = read_json(path.with_name(RUN_FILE))["emotions"]
         return EmotionClassifier.from_keras(path, emotions, serve)
@@ -181,7 +181,7 @@ def run(
 
     An input that fails is reported through ``warn`` and the others go on; an image in which
     no face is found fails too, unless ``allow_no_face``."""
-    from components.serving.prediction_files import write_lines, write_table
+    from emoflow.components.serving.prediction_files import write_lines, write_table
 
     where = str(job.out) if job.out is not None else "stdout"
     if job.streams:
@@ -216,7 +216,7 @@ def predict_images(
     import pandas as pd
     from tqdm import tqdm
 
-    from components.serving.prediction_files import write_annotated_image
+    from emoflow.components.serving.prediction_files import write_annotated_image
 
     tables, failed = [], []
     for path, name in tqdm(
@@ -247,7 +247,7 @@ class _Streams:
     def records(
         self, classifier: EmotionClassifier, job: PredictJob, settings: PredictSettings
     ) -> Iterator[dict]:
-        from components.serving.video import predict_video
+        from emoflow.components.serving.video import predict_video
 
         for stream in job.streams:
             try:

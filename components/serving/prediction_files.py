@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from components.artifacts import atomic_file
-from components.serving.sources import PredictError
+from emoflow.components.artifacts import atomic_file
+from emoflow.components.serving.sources import PredictError
 
 
 def write_table(table: pd.DataFrame, out: Path | None, stream: TextIO | None = None) -> None:

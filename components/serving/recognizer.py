@@ -4,7 +4,7 @@ fer's ``FER().detect_emotions(img)`` and DeepFace's ``analyze(img)`` answer one 
 list of faces. The same call over a registered model, with its own detector, preprocessing
 and limits::
 
-    from components.serving.recognizer import Recognizer
+    from emoflow.components.serving.recognizer import Recognizer
 
     Recognizer("models:/emoflow-fer7@champion").detect_emotions("photo.jpg")
     # [{"box": [x, y, w, h], "emotions": {"angry": 0.02, ...}, "emotion": "happy",
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from components.serving.image_model import BOX_COLUMNS, SCORE_COLUMN, TOP_COLUMN
-from components.settings import MlflowSettings, ServeSettings
+from emoflow.components.serving.image_model import BOX_COLUMNS, SCORE_COLUMN, TOP_COLUMN
+from emoflow.components.settings import MlflowSettings, ServeSettings
 
 DEFAULT_MODEL = "models:/emoflow-fer7@champion"
 
@@ -34,7 +34,7 @@ class Recognizer:
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, tracking_uri: str | None = None):
-        from components.serving.predict import load_classifier
+        from emoflow.components.serving.predict import load_classifier
 
         # serve settings only matter for a bare .keras file: a logged model carries its own
         self.classifier = load_classifier(model, ServeSettings(), MlflowSettings(), tracking_uri)

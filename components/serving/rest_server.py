@@ -30,8 +30,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, 
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.errors import EmoFlowError
-from components.settings import MlflowSettings, ServeSettings
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.settings import MlflowSettings, ServeSettings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -241,8 +241,8 @@ def load_pyfunc(model_uri: str, store: MlflowSettings):
     registry is ``MLFLOW_TRACKING_URI``, else the settings' (as ``emoflow predict``)."""
     import mlflow
 
-    from components.mlflow_store import tracking_uri
-    from components.serving.image_model import EmotionClassifier
+    from emoflow.components.mlflow_store import tracking_uri
+    from emoflow.components.serving.image_model import EmotionClassifier
 
     uri = tracking_uri(store)
     mlflow.set_tracking_uri(uri)

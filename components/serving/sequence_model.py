@@ -20,11 +20,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
-from components.face_views import load_network
-from components.manifest import IMAGE_SIZE
-from components.model_input import to_model_input
-from components.provenance import warn_if_synthetic
-from components.serving.image_model import (
+from emoflow.components.face_views import load_network
+from emoflow.components.manifest import IMAGE_SIZE
+from emoflow.components.model_input import to_model_input
+from emoflow.components.provenance import warn_if_synthetic
+from emoflow.components.serving.image_model import (
     KERAS_ARTIFACT,
     LABELS_ARTIFACT,
     pip_requirements,
@@ -32,7 +32,7 @@ from components.serving.image_model import (
     training_data,
     training_data_artifact,
 )
-from components.serving.stored_model import code_file, example_face
+from emoflow.components.serving.stored_model import code_file, example_face
 
 
 class SequenceClassifier(mlflow.pyfunc.PythonModel):

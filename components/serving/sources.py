@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from components.errors import EmoFlowError
+from emoflow.components.errors import EmoFlowError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})

@@ -2,7 +2,7 @@
 
 Models from code: MLflow keeps a short script that makes the model object
 (``mlflow.models.set_model``) instead of a cloudpickle of it. Loading runs that script and the
-code shipped with the model (``code/components``), readable files rather than pickled
+code shipped with the model (``code/emoflow/components``), readable files rather than pickled
 objects, and still works where MLflow refuses to unpickle
 (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``). The artifacts (network, face detector,
 settings) travel as before and reach ``load_context``.

@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from components.serving.face_tracking import FrameAnalyser
-from components.serving.image_model import EmotionClassifier
-from components.serving.prediction_files import draw
-from components.serving.sources import VideoSource
-from components.settings import PredictSettings
+from emoflow.components.serving.face_tracking import FrameAnalyser
+from emoflow.components.serving.image_model import EmotionClassifier
+from emoflow.components.serving.prediction_files import draw
+from emoflow.components.serving.sources import VideoSource
+from emoflow.components.settings import PredictSettings
 
 
 def predict_video(

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import keras
 
-from components.face_views import FaceCrop
-from components.model_input import INPUT_SHAPE
-from components.settings import ModernSettings, TrainSettings, TransferSettings
+from emoflow.components.face_views import FaceCrop
+from emoflow.components.model_input import INPUT_SHAPE
+from emoflow.components.settings import ModernSettings, TrainSettings, TransferSettings
 
 
 def convolutional_nn(num_classes: int, dense_units: int, settings: TrainSettings) -> keras.Model:

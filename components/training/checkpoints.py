@@ -18,9 +18,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from components.artifacts import atomic_dir, read_json, write_json
-from components.face_views import load_network
-from components.model_files import MODEL_FILE
+from emoflow.components.artifacts import atomic_dir, read_json, write_json
+from emoflow.components.face_views import load_network
+from emoflow.components.model_files import MODEL_FILE
 
 CHECKPOINTS_DIR = ".checkpoints"  # under train.out_dir, beside (not inside) the DVC outputs
 STATE_FILE = "state.json"

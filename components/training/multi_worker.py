@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
-from components.errors import EmoFlowError
+from emoflow.components.errors import EmoFlowError
 
 TRAINING_JOBS = ("chief", "worker")  # the TF_CONFIG jobs that hold replicas
 T = TypeVar("T")

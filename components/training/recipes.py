@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from components.artifacts import atomic_dir, write_json
-from components.settings import (
+from emoflow.components.artifacts import atomic_dir, write_json
+from emoflow.components.settings import (
     GRID_FIELDS,
     AugmentSettings,
     ModelCell,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import keras
 import tensorflow as tf
 
-from components.training import multi_worker
+from emoflow.components.training import multi_worker
 
 _trainings = 0  # trainings under way in this process (thread runner: flow.max_parallel_models)
 _trainings_lock = threading.Lock()

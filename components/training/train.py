@@ -26,12 +26,12 @@ import numpy as np
 import tensorflow as tf
 from mlflow.exceptions import MlflowException
 
-from components import mlflow_store, plots
-from components.artifacts import atomic_dir, write_json
-from components.model_files import CURVES_FILE, HISTORY_FILE, MODEL_FILE, RUN_FILE
-from components.model_kinds import reads_sequences, records_folder
-from components.provenance import TRAINING_DATA_TAG, read_provenance
-from components.records.input_pipelines import (
+from emoflow.components import mlflow_store, plots
+from emoflow.components.artifacts import atomic_dir, write_json
+from emoflow.components.model_files import CURVES_FILE, HISTORY_FILE, MODEL_FILE, RUN_FILE
+from emoflow.components.model_kinds import reads_sequences, records_folder
+from emoflow.components.provenance import TRAINING_DATA_TAG, read_provenance
+from emoflow.components.records.input_pipelines import (
     balanced_class_weights,
     fitting_batches,
     label_counts,
@@ -41,11 +41,11 @@ from components.records.input_pipelines import (
     training_batches,
     training_sequence_batches,
 )
-from components.records.run_inputs import TRAINING_SPLITS, log_splits
-from components.records.tfrecords import read_examples, shard_paths
-from components.serving.image_model import log_registry_model
-from components.serving.sequence_model import log_sequence_model
-from components.settings import (
+from emoflow.components.records.run_inputs import TRAINING_SPLITS, log_splits
+from emoflow.components.records.tfrecords import read_examples, shard_paths
+from emoflow.components.serving.image_model import log_registry_model
+from emoflow.components.serving.sequence_model import log_sequence_model
+from emoflow.components.settings import (
     GRID_FIELDS,
     AugmentSettings,
     MlflowSettings,
@@ -53,15 +53,19 @@ from components.settings import (
     ServeSettings,
     TrainSettings,
 )
-from components.training import architectures, checkpoints, multi_worker
-from components.training.checkpoints import (
+from emoflow.components.training import architectures, checkpoints, multi_worker
+from emoflow.components.training.checkpoints import (
     Checkpoint,
     ResumableEarlyStopping,
     ResumablePlateau,
     Resumed,
 )
-from components.training.runtime import distribution_strategy, mixed_precision, seeded_training
-from components.training.time_budget import TimeBudget
+from emoflow.components.training.runtime import (
+    distribution_strategy,
+    mixed_precision,
+    seeded_training,
+)
+from emoflow.components.training.time_budget import TimeBudget
 
 # train.class_weight -> the power its balanced weights are raised to
 WEIGHT_POWERS = {"balanced": 1.0, "sqrt_balanced": 0.5}

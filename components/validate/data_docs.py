@@ -14,8 +14,8 @@ import re
 import shutil
 from pathlib import Path
 
-from components import web_assets as web
-from components.web_assets import ASSETS_DIR, Package
+from emoflow.components import web_assets as web
+from emoflow.components.web_assets import ASSETS_DIR, Package
 
 VENDOR = Path("static") / "vendor"
 LOGO = Path("static") / "images" / "logo-long.png"  # GX copies it into the site's static/

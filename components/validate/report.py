@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from components.validate.suites import PARAMS_SEVERITY
-from components.validate.tables import TABLES, TableSpec
+from emoflow.components.validate.suites import PARAMS_SEVERITY
+from emoflow.components.validate.tables import TABLES, TableSpec
 
 # Offending rows named per failed check: in result.json, and (fewer) on the console.
 LISTED = 20

@@ -9,7 +9,7 @@ Only ``result.json`` and ``summary.txt`` are the stage's output: the same data g
 same bytes, so a re-run by DVC or by the Prefect flow changes nothing downstream. The Data
 Docs pages carry build times and random ids, so the site is rebuilt beside the output
 (``data_docs/`` next to ``validate.out_dir``), untracked, with its scripts and styles inside
-it so that it opens offline (:mod:`components.validate.data_docs`).
+it so that it opens offline (:mod:`emoflow.components.validate.data_docs`).
 
 Every expectation belongs to a named check whose severity comes from ``validate.severity``:
 a failed ``error`` stops the pipeline (after the report is written, because the report is
@@ -40,20 +40,20 @@ from great_expectations.data_context import EphemeralDataContext  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 from great_expectations.datasource.fluent import PandasDatasource  # noqa: E402
 
-from components.artifacts import atomic_dir, write_json  # noqa: E402
-from components.errors import EmoFlowError
-from components.manifest import PIXELS, describe_pixels, read_dataset  # noqa: E402
-from components.settings import ValidateSettings  # noqa: E402
-from components.validate import data_docs  # noqa: E402
-from components.validate import report as validation_report  # noqa: E402
-from components.validate.outputs import DATA_DOCS, RESULT_JSON, SUMMARY_TXT  # noqa: E402
-from components.validate.suites import (  # noqa: E402
+from emoflow.components.artifacts import atomic_dir, write_json  # noqa: E402
+from emoflow.components.errors import EmoFlowError
+from emoflow.components.manifest import PIXELS, describe_pixels, read_dataset  # noqa: E402
+from emoflow.components.settings import ValidateSettings  # noqa: E402
+from emoflow.components.validate import data_docs  # noqa: E402
+from emoflow.components.validate import report as validation_report  # noqa: E402
+from emoflow.components.validate.outputs import DATA_DOCS, RESULT_JSON, SUMMARY_TXT  # noqa: E402
+from emoflow.components.validate.suites import (  # noqa: E402
     PixelRanges,
     Reference,
     builtin_ranges,
     expectations,
 )
-from components.validate.tables import CLASSES, IMAGES, TABLES, derived_tables  # noqa: E402
+from emoflow.components.validate.tables import CLASSES, IMAGES, TABLES, derived_tables  # noqa: E402
 
 GX_NAME = "emoflow"  # the Data Docs site and the datasource
 # Images per block when recomputing pixel statistics: bounds the float64 temporaries of
@@ -109,7 +109,7 @@ def validate(datasets: Mapping[str, Path], settings: ValidateSettings) -> Valida
     if online:
         print(
             f"Data Docs load {len(online)} file(s) from the network, so offline they render "
-            f"blank (e.g. {online[0]}): `python -m components.web_assets` installs them"
+            f"blank (e.g. {online[0]}): `python -m emoflow.components.web_assets` installs them"
         )
     if not report["success"]:
         raise DataValidationError(summary)
@@ -182,7 +182,7 @@ def _pixel_ranges(names: list[str], settings: ValidateSettings) -> dict[str, Pix
         raise DataValidationError(
             f"{path}: no pixel ranges for {', '.join(missing)} (it has "
             f"{', '.join(reference.datasets) or 'none'}); rewrite it with "
-            "components.validate.stage.write_reference from a run you trust"
+            "emoflow.components.validate.stage.write_reference from a run you trust"
         )
     return {name: reference.datasets[name] for name in names}
 

@@ -15,10 +15,10 @@ from great_expectations.expectations.metadata_types import FailureSeverity
 from great_expectations.expectations.row_conditions import Column
 from pydantic import BaseModel, ConfigDict
 
-from components import labels
-from components.manifest import IMAGE_SIZE
-from components.settings import ValidateSettings
-from components.validate.tables import CLASSES, CONTENTS, IMAGES, SUBJECTS
+from emoflow.components import labels
+from emoflow.components.manifest import IMAGE_SIZE
+from emoflow.components.settings import ValidateSettings
+from emoflow.components.validate.tables import CLASSES, CONTENTS, IMAGES, SUBJECTS
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # FER2013 rows have empty subject/sequence and frame -1, so only these must always be set.

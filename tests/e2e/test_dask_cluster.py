@@ -26,8 +26,8 @@ import pytest
 from distributed import Client
 from prefect_dask import DaskTaskRunner
 
-from components.settings import FlowSettings
-from flows.training import task_runner
+from emoflow.components.settings import FlowSettings
+from emoflow.flows.training import task_runner
 from tests.e2e.pipeline_runs import (
     CELLS,
     EMOFLOW,

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import web_assets
+from emoflow.components import web_assets
 from tests.browser import headless_chromium, page_text, skip_without_browser, wait_for
 from tests.conftest import PREFECT_STARTUP_TIMEOUT, ROOT, TINY_OVERRIDES, deep_merge, write_params
 from tests.consumers import tracking
@@ -101,7 +101,7 @@ def commit(project: Path, message: str) -> None:
 def prefect_project(tmp_path_factory) -> tuple[Path, dict]:
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.training import training_flow
+    from emoflow.flows.training import training_flow
 
     project = tmp_path_factory.mktemp("prefect-project")
     write_params(project, GRID)
@@ -215,7 +215,7 @@ def offline_browser():
     if not web_assets.installed() or not DVC_TEMPLATE.is_file():
         pytest.skip(
             "the offline reports' scripts and styles are not installed: "
-            "run python -m components.web_assets"
+            "run python -m emoflow.components.web_assets"
         )
     with headless_chromium("--host-resolver-rules=MAP * ~NOTFOUND") as driver:
         driver.execute_cdp_cmd("Network.enable", {})
@@ -288,9 +288,9 @@ def test_data_docs_render_offline_with_their_styles(dvc_project, offline_browser
 def test_validate_run_again_as_the_flow_does_leaves_nothing_to_rerun(dvc_project, monkeypatch):
     """The Prefect flow runs the same validate stage as DVC: its output must come out byte for
     byte, or both would run preprocess, and everything after it, again."""
-    from components.settings import load_params
-    from flows import stages
-    from flows.caching import input_key
+    from emoflow.components.settings import load_params
+    from emoflow.flows import stages
+    from emoflow.flows.caching import input_key
 
     monkeypatch.chdir(dvc_project)
     params = load_params(dvc_project / "params.yaml")
@@ -353,7 +353,7 @@ def test_champion_loads_from_the_registry_and_predicts(dvc_project, monkeypatch)
 
     import keras
 
-    from components.model_input import to_model_input
+    from emoflow.components.model_input import to_model_input
 
     direct = keras.models.load_model(dvc_project / f"models/{KEY}/model.keras").predict(
         to_model_input(faces), verbose=0
@@ -376,8 +376,8 @@ def test_a_champion_of_the_sample_says_so_in_its_tags_and_warns_once_in_predict(
 
 
 def test_gate_refuses_a_model_below_threshold(prefect_project, monkeypatch):
-    from components.settings import load_params
-    from flows import stages
+    from emoflow.components.settings import load_params
+    from emoflow.flows import stages
 
     project, _ = prefect_project
     monkeypatch.chdir(project)

@@ -28,7 +28,7 @@ import mlflow
 import psutil
 import pytest
 
-from components.settings import load_params
+from emoflow.components.settings import load_params
 from tests.browser import headless_chromium, page_text, shows, skip_without_browser
 from tests.conftest import ROOT, TINY_OVERRIDES, write_params
 
@@ -254,7 +254,7 @@ def test_the_uis_of_make_ui_show_the_projects_run_model_and_flow_run(nightly):
 
 
 def test_the_pipeline_logs_runs_artifacts_and_models_to_an_mlflow_server(tmp_path, monkeypatch):
-    from flows.stages import DATA_STAGES, MODEL_STAGES
+    from emoflow.flows.stages import DATA_STAGES, MODEL_STAGES
 
     port = free_port()
     env = server_env(

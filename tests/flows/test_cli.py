@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from emoflow.flows.cli import app
 from tests.conftest import TINY_OVERRIDES, write_params
 
 HEAVY = ("tensorflow", "keras", "mlflow", "prefect")
 CHILD = textwrap.dedent(
     f"""
     import json, sys
-    from flows.cli import app
+    from emoflow.flows.cli import app
     try:
         app(sys.argv[1:], prog_name="emoflow")
     except SystemExit as stopped:
@@ -95,9 +95,9 @@ def store(project: Path) -> Path:
     """The project's store, holding one model of two blessed versions, v2 champion."""
     import mlflow
 
-    from components import mlflow_store
-    from components.judging import registry
-    from components.settings import load_params
+    from emoflow.components import mlflow_store
+    from emoflow.components.judging import registry
+    from emoflow.components.settings import load_params
 
     try:
         with pytest.MonkeyPatch.context() as env:

@@ -14,9 +14,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
 
-from components.settings import Params
-from flows import caching, code_graph, reports, training
-from flows.stages import DATA_STAGES, MODEL_STAGES, STAGE_FILES, StageFiles, blocks
+from emoflow.components.settings import Params
+from emoflow.flows import caching, code_graph, reports, training
+from emoflow.flows.stages import DATA_STAGES, MODEL_STAGES, STAGE_FILES, StageFiles, blocks
 from tests.conftest import PREFECT_STARTUP_TIMEOUT, write_params
 
 CALLS: Counter[str] = Counter()
@@ -183,10 +183,10 @@ def test_a_stage_code_key_covers_the_components_it_imports_and_only_those(monkey
 
     source = code_graph.source
     for edited, touched in (
-        ("components.training.train", {"train"}),
-        ("components.judging.scores", {"evaluate", "promote"}),
+        ("emoflow.components.training.train", {"train"}),
+        ("emoflow.components.judging.scores", {"evaluate", "promote"}),
         (
-            "components.model_kinds",  # settings imports it, and every stage reads settings
+            "emoflow.components.model_kinds",  # settings imports it, and every stage reads settings
             set(stages),
         ),
     ):

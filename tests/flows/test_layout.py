@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.settings import load_params
-from flows import code_graph
-from flows.stages import DATA_STAGES, MODEL_STAGES, STAGE_FILES
+from emoflow.components.settings import load_params
+from emoflow.flows import code_graph
+from emoflow.flows.stages import DATA_STAGES, MODEL_STAGES, STAGE_FILES
 
 ROOT = code_graph.PROJECT_ROOT
 STAGES = {**DATA_STAGES, **MODEL_STAGES}
@@ -99,9 +99,10 @@ def test_serving_importing_training_is_reported(tmp_path):
     broken = tmp_path / "components"
     shutil.copytree(ROOT / "components", broken, ignore=shutil.ignore_patterns("__pycache__"))
     predict = broken / "serving" / "predict.py"
-    predict.write_text(predict.read_text() + "\nfrom components.training.train import train\n")
+    training = "emoflow.components.training.train"
+    predict.write_text(predict.read_text() + f"\nfrom {training} import train\n")
     [violation] = code_graph.layer_violations(broken)
-    assert "serving imports components.training.train" in violation and "predict.py" in violation
+    assert f"serving imports {training}" in violation and "predict.py" in violation
 
 
 def test_every_stage_of_dvc_yaml_is_a_stage_of_the_flow(dvc_stages):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from components.quiet_logs import NOISE_LINES
+from emoflow.components.quiet_logs import NOISE_LINES
 from tests.conftest import TINY_OVERRIDES, write_params
 
 EMOFLOW = str(Path(sys.executable).parent / "emoflow")
@@ -47,7 +47,7 @@ def test_known_lines_are_dropped_at_the_file_descriptor_and_others_pass(tmp_path
     child = textwrap.dedent(
         """
         import os
-        from components.quiet_logs import filtered_stderr
+        from emoflow.components.quiet_logs import filtered_stderr
         with filtered_stderr():
             os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called "
                         b"are written to STDERR\\nkept 1\\n")
@@ -65,7 +65,7 @@ def test_tensorflow_and_mlflow_load_quietly_and_other_warnings_show(tmp_path):
     child = textwrap.dedent(
         """
         import warnings
-        from components.quiet_logs import quiet
+        from emoflow.components.quiet_logs import quiet
         quiet()
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(1)  # the runtime is not started
@@ -89,7 +89,7 @@ def test_known_warnings_are_dropped_when_logging_captures_them_as_a_flow_run_doe
     child = textwrap.dedent(
         """
         import logging, warnings
-        from components.quiet_logs import quiet
+        from emoflow.components.quiet_logs import quiet
         quiet()
         logging.basicConfig(format="logged %(message)s")
         logging.captureWarnings(True)

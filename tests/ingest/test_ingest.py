@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 from PIL import ImageFile
 
-from components.artifacts import read_json
-from components.ingest.bad_records import IngestError
-from components.ingest.ckplus48 import read_ckplus48
-from components.ingest.fer2013_csv import read_fer2013_csv
-from components.ingest.splits import split_counts, subject_folds
-from components.ingest.stage import ingest
-from components.manifest import read_dataset
-from components.settings import IngestSettings
+from emoflow.components.artifacts import read_json
+from emoflow.components.ingest.bad_records import IngestError
+from emoflow.components.ingest.ckplus48 import read_ckplus48
+from emoflow.components.ingest.fer2013_csv import read_fer2013_csv
+from emoflow.components.ingest.splits import split_counts, subject_folds
+from emoflow.components.ingest.stage import ingest
+from emoflow.components.manifest import read_dataset
+from emoflow.components.settings import IngestSettings
 
 GOOD_PIXELS = " ".join(["128"] * 2304)
 

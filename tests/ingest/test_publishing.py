@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from test_ingest import ckplus_tree, fer_csv, rows_for
 
-from components.artifacts import ForeignFilesError
-from components.ingest.bad_records import IngestError
-from components.ingest.stage import ingest
-from components.manifest import read_dataset
-from components.settings import IngestSettings
+from emoflow.components.artifacts import ForeignFilesError
+from emoflow.components.ingest.bad_records import IngestError
+from emoflow.components.ingest.stage import ingest
+from emoflow.components.manifest import read_dataset
+from emoflow.components.settings import IngestSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STALLING_INGEST = """
 import sys, time
 from pathlib import Path
-from components.ingest import stage
-from components.settings import IngestSettings
+from emoflow.components.ingest import stage
+from emoflow.components.settings import IngestSettings
 
 fer2013, ckplus, out_dir, stalled = map(Path, sys.argv[1:])
 write_dataset = stage.write_dataset
@@ -105,7 +105,7 @@ def test_a_run_killed_between_datasets_publishes_nothing_and_the_next_cleans_up(
         "killed once both datasets were built"
     )
 
-    with caplog.at_level(logging.WARNING, logger="components.artifacts"):
+    with caplog.at_level(logging.WARNING, logger="emoflow.components.artifacts"):
         outputs = ingest(settings)
     assert f"left by a killed run (pid {pid})" in caplog.text
     assert beside(settings.out_dir) == []

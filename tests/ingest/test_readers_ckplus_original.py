@@ -16,14 +16,14 @@ import pytest
 from conftest import SHARED_DATA
 from test_ingest import fer_csv, rows_for
 
-from components import labels
-from components.artifacts import read_json
-from components.ingest.bad_records import IngestError
-from components.ingest.ckplus_crop import find_face
-from components.ingest.stage import ingest, read_ckplus
-from components.manifest import read_dataset
-from components.sample.generate import generate_sample
-from components.settings import IngestSettings, SampleSettings
+from emoflow.components import labels
+from emoflow.components.artifacts import read_json
+from emoflow.components.ingest.bad_records import IngestError
+from emoflow.components.ingest.ckplus_crop import find_face
+from emoflow.components.ingest.stage import ingest, read_ckplus
+from emoflow.components.manifest import read_dataset
+from emoflow.components.sample.generate import generate_sample
+from emoflow.components.settings import IngestSettings, SampleSettings
 
 FRAME_SHAPE = (490, 640)
 FACE_SIDE = 192

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from test_ingest import ckplus_tree
 
-from components.artifacts import read_json
-from components.ingest.bad_records import IngestError
-from components.ingest.stage import ingest, read_fer2013
-from components.labels import FER2013_FOLDERS
-from components.manifest import read_dataset
-from components.settings import IngestSettings
+from emoflow.components.artifacts import read_json
+from emoflow.components.ingest.bad_records import IngestError
+from emoflow.components.ingest.stage import ingest, read_fer2013
+from emoflow.components.labels import FER2013_FOLDERS
+from emoflow.components.manifest import read_dataset
+from emoflow.components.settings import IngestSettings
 
 
 def image(seed: int, shape: tuple[int, int] = (48, 48)) -> np.ndarray:

@@ -9,15 +9,15 @@ import pydantic
 import pytest
 from test_ingest import ckplus_tree, fer_csv, varied_pixels
 
-from components.artifacts import read_json
-from components.ingest import fer2013_csv
-from components.ingest.bad_records import IngestError
-from components.ingest.fer2013_csv import read_fer2013_csv
-from components.ingest.ferplus import VOTE_COLUMNS, majority_labels, vote_shares
-from components.ingest.stage import ingest
-from components.labels import CANONICAL
-from components.manifest import read_dataset
-from components.settings import IngestSettings
+from emoflow.components.artifacts import read_json
+from emoflow.components.ingest import fer2013_csv
+from emoflow.components.ingest.bad_records import IngestError
+from emoflow.components.ingest.fer2013_csv import read_fer2013_csv
+from emoflow.components.ingest.ferplus import VOTE_COLUMNS, majority_labels, vote_shares
+from emoflow.components.ingest.stage import ingest
+from emoflow.components.labels import CANONICAL
+from emoflow.components.manifest import read_dataset
+from emoflow.components.settings import IngestSettings
 
 HEADER = "Usage,Image name," + ",".join(VOTE_COLUMNS)
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from test_ingest import GOOD_PIXELS, ckplus_tree, fer_csv, rows_for
 
-from components.artifacts import read_json
-from components.ingest import fer2013_csv
-from components.ingest.bad_records import IngestError, read_csv_chunks
-from components.ingest.fer2013_csv import read_fer2013_csv, write_fer2013_csv
-from components.ingest.pixel_stream import PixelWriter, keep_rows
-from components.ingest.stage import ingest
-from components.manifest import read_dataset
-from components.settings import IngestSettings
+from emoflow.components.artifacts import read_json
+from emoflow.components.ingest import fer2013_csv
+from emoflow.components.ingest.bad_records import IngestError, read_csv_chunks
+from emoflow.components.ingest.fer2013_csv import read_fer2013_csv, write_fer2013_csv
+from emoflow.components.ingest.pixel_stream import PixelWriter, keep_rows
+from emoflow.components.ingest.stage import ingest
+from emoflow.components.manifest import read_dataset
+from emoflow.components.settings import IngestSettings
 
 WHOLE = 10**6  # one chunk: the file read whole, as ingest did before it streamed
 

@@ -11,11 +11,11 @@ import tensorflow_datasets as tfds
 from test_ingest import ckplus_tree, fer_csv, rows_for
 from test_readers_ferplus import write_votes
 
-from components.ingest.ckplus48 import read_ckplus48
-from components.ingest.fer2013_csv import read_fer2013_csv
-from components.ingest.tfds_builders import CkPlus, Fer2013
-from components.labels import CANONICAL
-from components.settings import IngestSettings
+from emoflow.components.ingest.ckplus48 import read_ckplus48
+from emoflow.components.ingest.fer2013_csv import read_fer2013_csv
+from emoflow.components.ingest.tfds_builders import CkPlus, Fer2013
+from emoflow.components.labels import CANONICAL
+from emoflow.components.settings import IngestSettings
 
 
 def build(builder_class, manual: Path, data_dir: Path, config: str | None = None):

@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from components import mlflow_store
-from components.judging import registry
-from components.judging.promotion_lock import promotion_lock
-from components.settings import MlflowSettings
+from emoflow.components import mlflow_store
+from emoflow.components.judging import registry
+from emoflow.components.judging.promotion_lock import promotion_lock
+from emoflow.components.settings import MlflowSettings
 
 RESCORING_SECONDS = 0.3
 

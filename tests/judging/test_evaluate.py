@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import mlflow_store
-from components.artifacts import read_json
-from components.judging.evaluate import write_evaluation
-from components.judging.gate import judge
-from components.judging.scores import EvaluationError, calibration, score_network
-from components.manifest import Dataset, describe_pixels
-from components.provenance import content_hash
-from components.records.tfrecords import shard_paths, write_split
-from components.settings import EvaluateSettings, MlflowSettings
+from emoflow.components import mlflow_store
+from emoflow.components.artifacts import read_json
+from emoflow.components.judging.evaluate import write_evaluation
+from emoflow.components.judging.gate import judge
+from emoflow.components.judging.scores import EvaluationError, calibration, score_network
+from emoflow.components.manifest import Dataset, describe_pixels
+from emoflow.components.provenance import content_hash
+from emoflow.components.records.tfrecords import shard_paths, write_split
+from emoflow.components.settings import EvaluateSettings, MlflowSettings
 
 
 def test_calibrated_predictions_have_zero_ece():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from components.judging.gate import NO_CHAMPION, Check, flatten_metrics, judge
-from components.settings import Bounds
+from emoflow.components.judging.gate import NO_CHAMPION, Check, flatten_metrics, judge
+from emoflow.components.settings import Bounds
 
 
 def metrics(accuracy=0.92, fear_recall=0.5, happy_recall=0.9, cross=0.4):

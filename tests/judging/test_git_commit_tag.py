@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from components.judging.promote import git_commit
+from emoflow.components.judging.promote import git_commit
 
 
 def git(folder, *args: str) -> str:

@@ -1,14 +1,14 @@
 """The model card: training data, metrics in and across datasets, the blessing, use and limits."""
 
-from components.judging.gate import judge
-from components.judging.model_card import (
+from emoflow.components.judging.gate import judge
+from emoflow.components.judging.model_card import (
     ETHICS,
     TrainingData,
     model_card,
     registered_model_description,
 )
-from components.provenance import SYNTHETIC, SYNTHETIC_WARNING
-from components.settings import Bounds, ModelCell
+from emoflow.components.provenance import SYNTHETIC, SYNTHETIC_WARNING
+from emoflow.components.settings import Bounds, ModelCell
 
 CELL = ModelCell(architecture="modern", emotion_set="afs", emotions=("angry", "fear", "surprise"))
 METRICS = {

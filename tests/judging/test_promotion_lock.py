@@ -13,10 +13,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from components import mlflow_store
-from components.judging import registry
-from components.judging.promotion_lock import LOCK_TAG, PromotionBusy, promotion_lock
-from components.settings import MlflowSettings
+from emoflow.components import mlflow_store
+from emoflow.components.judging import registry
+from emoflow.components.judging.promotion_lock import LOCK_TAG, PromotionBusy, promotion_lock
+from emoflow.components.settings import MlflowSettings
 
 PROMOTERS = 4
 CANDIDATES = 4  # per promoter

@@ -16,10 +16,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from components.judging import registry
-from components.mlflow_store import StoreError
-from components.settings import load_params
-from flows import stages
+from emoflow.components.judging import registry
+from emoflow.components.mlflow_store import StoreError
+from emoflow.components.settings import load_params
+from emoflow.flows import stages
 from tests.conftest import TINY_OVERRIDES, write_params
 from tests.processes import free_ports
 
@@ -217,7 +217,7 @@ def test_an_unreachable_store_fails_promote_in_bounded_time_naming_it(project, m
 
 
 def test_missing_candidate_is_a_clear_error(project, monkeypatch):
-    from components.judging.evaluate import EvaluationError
+    from emoflow.components.judging.evaluate import EvaluationError
 
     monkeypatch.chdir(project)
     params = settings_for(project)

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from components import mlflow_store
-from components.judging import registry
-from components.mlflow_store import StoreError
-from components.settings import MlflowSettings
-from flows.cli import app
+from emoflow.components import mlflow_store
+from emoflow.components.judging import registry
+from emoflow.components.mlflow_store import StoreError
+from emoflow.components.settings import MlflowSettings
+from emoflow.flows.cli import app
 from tests.conftest import write_params
 
 
@@ -134,7 +134,7 @@ def test_trainings_started_side_by_side_on_a_fresh_store_all_open_it(tmp_path, m
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     opener = (
         "import sys; from components import mlflow_store; "
-        "from components.settings import MlflowSettings; "
+        "from emoflow.components.settings import MlflowSettings; "
         "mlflow_store.connect(MlflowSettings(tracking_uri=sys.argv[1]), create=True)"
     )
     uri = sqlite(tmp_path / "fresh")

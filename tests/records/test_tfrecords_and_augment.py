@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from components.manifest import Dataset, describe_pixels, read_dataset, write_dataset
-from components.model_input import to_model_input
-from components.records import preprocess as preprocess_module
-from components.records.augment import augment_image
-from components.records.input_pipelines import scoring_batches, training_batches
-from components.records.preprocess import preprocess
-from components.records.tfrecords import read_examples, write_split
-from components.settings import AugmentSettings, PreprocessSettings
+from emoflow.components.manifest import Dataset, describe_pixels, read_dataset, write_dataset
+from emoflow.components.model_input import to_model_input
+from emoflow.components.records import preprocess as preprocess_module
+from emoflow.components.records.augment import augment_image
+from emoflow.components.records.input_pipelines import scoring_batches, training_batches
+from emoflow.components.records.preprocess import preprocess
+from emoflow.components.records.tfrecords import read_examples, write_split
+from emoflow.components.settings import AugmentSettings, PreprocessSettings
 
 LABELS = ["angry", "happy", "neutral", "happy", "fear", "angry"]
 

@@ -12,16 +12,16 @@ import cv2
 import numpy as np
 import pytest
 
-from components import labels
-from components.ingest.ckplus48 import read_ckplus48
-from components.ingest.fer2013_csv import read_fer2013_csv
-from components.sample.generate import (
+from emoflow.components import labels
+from emoflow.components.ingest.ckplus48 import read_ckplus48
+from emoflow.components.ingest.fer2013_csv import read_fer2013_csv
+from emoflow.components.sample.generate import (
     USAGES,
     SampleFiles,
     generate_sample,
     write_large_fer2013,
 )
-from components.settings import IngestSettings, SampleSettings
+from emoflow.components.settings import IngestSettings, SampleSettings
 
 CKPLUS_NAME = re.compile(r"^S(\d{3})_(\d{3})_(\d{8})\.png$")
 # 10 per class gives every usage at the default 0.8/0.1/0.1 fractions: 8/1/1.
@@ -199,7 +199,7 @@ def test_a_failed_run_leaves_the_previous_sample(
     def fail(*_: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("components.sample.generate._write_ckplus48", fail)
+    monkeypatch.setattr("emoflow.components.sample.generate._write_ckplus48", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_sample(small_settings(out_dir, seed=7))
     assert file_tree(out_dir) == before

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import mlflow
 
-from components.provenance import SYNTHETIC, TRAINING_DATA_TAG
-from components.serving.image_model import log_registry_model
-from components.settings import ServeSettings
+from emoflow.components.provenance import SYNTHETIC, TRAINING_DATA_TAG
+from emoflow.components.serving.image_model import log_registry_model
+from emoflow.components.settings import ServeSettings
 from tests.consumers import EMOTIONS, tiny_keras_model, tracking
 
 NAME = "emoflow-demo"

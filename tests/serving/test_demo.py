@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from components.provenance import SYNTHETIC_WARNING
-from components.serving.demo import ModelShelf, create_app
-from components.settings import MlflowSettings, ServeSettings
+from emoflow.components.provenance import SYNTHETIC_WARNING
+from emoflow.components.serving.demo import ModelShelf, create_app
+from emoflow.components.settings import MlflowSettings, ServeSettings
 from tests.consumers import EMOTIONS, canvas_with_faces, detectable_crops, png
 from tests.serving.demo_models import CARD, NAME, register_sample_trained
 

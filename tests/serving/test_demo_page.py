@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from flows.code_graph import PROJECT_ROOT
+from emoflow.flows.code_graph import PROJECT_ROOT
 from tests.browser import headless_chromium, skip_without_browser, wait_for
 from tests.consumers import (
     EMOTIONS,
@@ -45,7 +45,7 @@ def page(tmp_path_factory) -> Iterator[str]:
     model = register_sample_trained(folder, f"sqlite:///{folder / 'mlflow.db'}")
     (port,) = free_ports(1)
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    command = [sys.executable, "-m", "flows.cli", "demo", "-m", model, "--port", str(port)]
+    command = [sys.executable, "-m", "emoflow.flows.cli", "demo", "-m", model, "--port", str(port)]
     logs = folder / "logs"
     with started(
         {"demo": [*command, "-p", str(params)]}, PROJECT_ROOT, {"demo": env}, logs

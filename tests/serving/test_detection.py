@@ -10,18 +10,24 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from components.manifest import Dataset, describe_pixels
-from components.records.input_pipelines import scoring_batches, training_batches
-from components.records.tfrecords import write_split
-from components.serving.detection import (
+from emoflow.components.manifest import Dataset, describe_pixels
+from emoflow.components.records.input_pipelines import scoring_batches, training_batches
+from emoflow.components.records.tfrecords import write_split
+from emoflow.components.serving.detection import (
     FaceFinder,
     MtcnnDetector,
     crop_faces,
     drop_nested,
     model_input,
 )
-from components.serving.image_input import ImageError, array_image, decode, encoded_image, to_gray
-from components.settings import ServeSettings
+from emoflow.components.serving.image_input import (
+    ImageError,
+    array_image,
+    decode,
+    encoded_image,
+    to_gray,
+)
+from emoflow.components.settings import ServeSettings
 from tests.consumers import (
     best_iou,
     canvas_with_faces,

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from components.serving.detection import model_input
-from components.serving.export import (
+from emoflow.components.serving.detection import model_input
+from emoflow.components.serving.export import (
     ExportError,
     export,
     onnx_contract,
@@ -102,7 +102,7 @@ def test_an_export_over_the_tolerance_is_not_written(exported, tmp_path):
 def test_cli_exports_a_model(tmp_path):
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from emoflow.flows.cli import app
     from tests.consumers import write_params_for
 
     model = tiny_keras_model(tmp_path)

@@ -21,12 +21,12 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from components.manifest import Dataset, describe_pixels
-from components.model_input import to_model_input
-from components.records.input_pipelines import scoring_batches
-from components.records.tfrecords import write_split
-from components.serving.detection import HAAR_CASCADE, crop_faces
-from components.serving.image_model import (
+from emoflow.components.manifest import Dataset, describe_pixels
+from emoflow.components.model_input import to_model_input
+from emoflow.components.records.input_pipelines import scoring_batches
+from emoflow.components.records.tfrecords import write_split
+from emoflow.components.serving.detection import HAAR_CASCADE, crop_faces
+from emoflow.components.serving.image_model import (
     BOX_COLUMNS,
     Deadline,
     DeadlineExceeded,
@@ -34,8 +34,8 @@ from components.serving.image_model import (
     RequestError,
     ServerBusy,
 )
-from components.settings import ServeSettings
-from flows.code_graph import PROJECT_ROOT
+from emoflow.components.settings import ServeSettings
+from emoflow.flows.code_graph import PROJECT_ROOT
 from tests.consumers import (
     EMOTIONS,
     best_iou,
@@ -65,23 +65,23 @@ def model(registered):
 
 
 # Runs in a fresh interpreter with the checkout (and the editable install's finder) taken off
-# the import path: whatever `components` it then imports is the copy the model shipped.
+# the import path: whatever `emoflow.components` it then imports is the copy the model shipped.
 ISOLATED_LOAD = """
 import importlib.util, json, os, sys
 root = sys.argv[1]
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != root]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != root and "editable" not in p]
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
-assert importlib.util.find_spec("components") is None, "the checkout is still importable"
+assert importlib.util.find_spec("emoflow") is None, "the checkout is still importable"
 import mlflow, numpy as np
 mlflow.set_tracking_uri(sys.argv[2])
 model = mlflow.pyfunc.load_model(sys.argv[3])
-import components
-shipped = os.path.dirname(components.__file__)
+import emoflow.components
+shipped = os.path.dirname(emoflow.components.__file__)
 table = model.predict(np.full((2, 48, 48), 128, np.uint8))
 print(json.dumps({
     "shipped": sorted(os.path.relpath(os.path.join(d, f), shipped)
                       for d, _, fs in os.walk(shipped) for f in fs if f.endswith(".py")),
-    "training_importable": importlib.util.find_spec("components.training") is not None,
+    "training_importable": importlib.util.find_spec("emoflow.components.training") is not None,
     "rows": len(table),
 }))
 """

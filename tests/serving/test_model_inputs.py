@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.serving.image_input import ImageError, decode
-from components.serving.model_inputs import (
+from emoflow.components.serving.image_input import ImageError, decode
+from emoflow.components.serving.model_inputs import (
     face_array,
     files_allowed,
     names_a_file,
     pending_images,
 )
-from components.settings import ServeSettings
+from emoflow.components.settings import ServeSettings
 from tests.consumers import png
 
 SETTINGS = ServeSettings(max_images=8)

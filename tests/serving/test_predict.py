@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from components.serving.detection import FaceFinder, iou
-from components.serving.face_tracking import FaceTracker
-from components.serving.predict import plan
-from components.serving.sources import PredictError
-from components.serving.video import predict_video
-from components.settings import PredictSettings, ServeSettings
-from flows.cli import app
+from emoflow.components.serving.detection import FaceFinder, iou
+from emoflow.components.serving.face_tracking import FaceTracker
+from emoflow.components.serving.predict import plan
+from emoflow.components.serving.sources import PredictError
+from emoflow.components.serving.video import predict_video
+from emoflow.components.settings import PredictSettings, ServeSettings
+from emoflow.flows.cli import app
 from tests.conftest import write_params
 from tests.consumers import (
     EMOTIONS,

@@ -11,9 +11,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from components.serving.detection import FaceFinder
-from components.serving.recognizer import Recognizer
-from components.settings import ServeSettings
+from emoflow.components.serving.detection import FaceFinder
+from emoflow.components.serving.recognizer import Recognizer
+from emoflow.components.settings import ServeSettings
 from tests.consumers import EMOTIONS, register_tiny_model, sample_photo, tracking
 
 MTCNN = ServeSettings(detector="mtcnn")

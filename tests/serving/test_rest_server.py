@@ -23,8 +23,13 @@ import pytest
 import requests
 import uvicorn
 
-from components.serving.rest_server import RETRY_AFTER_S, RequestGate, RequestLimits, create_app
-from components.settings import ServeSettings
+from emoflow.components.serving.rest_server import (
+    RETRY_AFTER_S,
+    RequestGate,
+    RequestLimits,
+    create_app,
+)
+from emoflow.components.settings import ServeSettings
 from tests.conftest import ROOT
 from tests.consumers import (
     canvas_with_faces,

@@ -16,8 +16,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from components.serving.image_model import pip_requirements
-from components.settings import ServeSettings
+from emoflow.components.serving.image_model import pip_requirements
+from emoflow.components.settings import ServeSettings
 from tests.conftest import ROOT
 from tests.consumers import canvas_with_faces, detectable_crops, png, write_params_for
 from tests.serving.demo_models import register_sample_trained
@@ -32,7 +32,7 @@ class NotInstalled(importlib.abc.MetaPathFinder):
         if name.partition(".")[0] in blocked:
             raise ModuleNotFoundError(f"{name!r} is not in emoflow[serve]", name=name)
 sys.meta_path.insert(0, NotInstalled())
-from flows.cli import app
+from emoflow.flows.cli import app
 app(sys.argv[2:], prog_name="emoflow")
 """
 

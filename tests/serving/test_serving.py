@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import requests
 
-from components.settings import ServeSettings
+from emoflow.components.settings import ServeSettings
 from tests.consumers import (
     EMOTIONS,
     best_iou,

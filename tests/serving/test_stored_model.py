@@ -23,10 +23,10 @@ import pytest
 from mlflow.models import Model
 from mlflow.pyfunc import scoring_server
 
-from components.serving.detection import HAAR_CASCADE
-from components.serving.image_model import BOX_COLUMNS, DETECTOR_ARTIFACT, SCORE_COLUMN
-from components.serving.stored_model import CODE_FILE, example_base64, example_face
-from components.settings import SampleSettings
+from emoflow.components.serving.detection import HAAR_CASCADE
+from emoflow.components.serving.image_model import BOX_COLUMNS, DETECTOR_ARTIFACT, SCORE_COLUMN
+from emoflow.components.serving.stored_model import CODE_FILE, example_base64, example_face
+from emoflow.components.settings import SampleSettings
 from tests.consumers import EMOTIONS, load_registered, register_tiny_model, tracking
 
 SERVING_MARKER = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"
@@ -118,7 +118,7 @@ def test_the_example_is_a_face_in_the_rest_form_and_scores_in_process_and_over_r
 
 
 def test_the_example_face_is_the_built_in_samples():
-    from components.sample.generate import generate_sample
+    from emoflow.components.sample.generate import generate_sample
 
     with tempfile.TemporaryDirectory() as scratch:
         settings = SampleSettings(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from components.settings import load_params
-from flows import stages
+from emoflow.components.settings import load_params
+from emoflow.flows import stages
 from tests.conftest import TINY_OVERRIDES, write_params
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.model_kinds import SEQUENCE_ARCHITECTURES
-from components.settings import Architecture, TrainSettings
-from components.training import architectures
-from components.training.runtime import distribution_strategy, mixed_precision
+from emoflow.components.model_kinds import SEQUENCE_ARCHITECTURES
+from emoflow.components.settings import Architecture, TrainSettings
+from emoflow.components.training import architectures
+from emoflow.components.training.runtime import distribution_strategy, mixed_precision
 
 EMOTIONS = 4
 # The smallest widths that still build every family: these tests check plumbing, not accuracy.

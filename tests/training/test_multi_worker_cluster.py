@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import mlflow_store
-from components.provenance import SyntheticSampleWarning
-from components.settings import load_params
-from components.training import checkpoints, multi_worker
-from components.training.runtime import distribution_strategy
+from emoflow.components import mlflow_store
+from emoflow.components.provenance import SyntheticSampleWarning
+from emoflow.components.settings import load_params
+from emoflow.components.training import checkpoints, multi_worker
+from emoflow.components.training.runtime import distribution_strategy
 from tests.conftest import TINY_OVERRIDES, write_params
 from tests.processes import free_ports, log_tail, started
 

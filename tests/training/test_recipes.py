@@ -1,8 +1,8 @@
 """Per-cell recipe files: what each DVC train stage depends on instead of the whole train block."""
 
-from components.artifacts import read_json
-from components.settings import Params
-from components.training.recipes import write_recipes
+from emoflow.components.artifacts import read_json
+from emoflow.components.settings import Params
+from emoflow.components.training.recipes import write_recipes
 
 
 def params(tmp_path, **train) -> Params:

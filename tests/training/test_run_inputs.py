@@ -12,11 +12,11 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from components.manifest import Dataset, describe_pixels
-from components.model_kinds import SEQUENCES_DIR
-from components.provenance import content_hash
-from components.records.run_inputs import TRAINING_SPLITS, dataset_name, log_splits
-from components.records.tfrecords import shard_paths, write_split
+from emoflow.components.manifest import Dataset, describe_pixels
+from emoflow.components.model_kinds import SEQUENCES_DIR
+from emoflow.components.provenance import content_hash
+from emoflow.components.records.run_inputs import TRAINING_SPLITS, dataset_name, log_splits
+from emoflow.components.records.tfrecords import shard_paths, write_split
 from tests.consumers import tracking
 
 
@@ -93,7 +93,7 @@ def test_other_faces_in_a_split_give_it_another_digest(tmp_path, mlflow_uri):
 
 
 def test_the_model_card_gives_the_digests_the_training_run_logged(tmp_path, mlflow_uri):
-    from components.judging.promote import training_data
+    from emoflow.components.judging.promote import training_data
 
     folder = tmp_path / "fer2013"
     _write(_faces(shade=0), folder)

@@ -22,23 +22,23 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from components.manifest import Dataset, describe_pixels
-from components.model_kinds import SEQUENCE_ARCHITECTURES, SEQUENCES_DIR, records_folder
-from components.provenance import (
+from emoflow.components.manifest import Dataset, describe_pixels
+from emoflow.components.model_kinds import SEQUENCE_ARCHITECTURES, SEQUENCES_DIR, records_folder
+from emoflow.components.provenance import (
     SYNTHETIC,
     SYNTHETIC_WARNING,
     TRAINING_DATA_TAG,
     SyntheticSampleWarning,
     content_hash,
 )
-from components.records.input_pipelines import balanced_class_weights, fitting_batches
-from components.records.run_inputs import TRAINING_SPLITS, dataset_name
-from components.records.sequences import frame_sequences, windows
-from components.records.tfrecords import read_sequences, shard_paths, write_sequences
-from components.settings import ParamsError, load_params
-from components.training import checkpoints
-from components.training.checkpoints import ResumableEarlyStopping, Resumed
-from flows import stages
+from emoflow.components.records.input_pipelines import balanced_class_weights, fitting_batches
+from emoflow.components.records.run_inputs import TRAINING_SPLITS, dataset_name
+from emoflow.components.records.sequences import frame_sequences, windows
+from emoflow.components.records.tfrecords import read_sequences, shard_paths, write_sequences
+from emoflow.components.settings import ParamsError, load_params
+from emoflow.components.training import checkpoints
+from emoflow.components.training.checkpoints import ResumableEarlyStopping, Resumed
+from emoflow.flows import stages
 from tests.conftest import ROOT, TINY_OVERRIDES, write_params
 
 EMOTIONS = ["angry", "happy", "surprise"]
@@ -261,9 +261,9 @@ def _params(project: Path, **train):
 @pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["convnn", "modern", "transfer", "convlstm", "timedelay"])
 def test_every_architecture_trains_evaluates_and_registers(project, architecture, monkeypatch):
-    from components.judging.evaluate import evaluate
-    from components.judging.promote import promote
-    from components.training.train import train
+    from emoflow.components.judging.evaluate import evaluate
+    from emoflow.components.judging.promote import promote
+    from emoflow.components.training.train import train
 
     monkeypatch.chdir(project)
     params, cell = _params(project, architectures=[architecture], checkpoints=False)
@@ -340,7 +340,7 @@ def test_every_architecture_trains_evaluates_and_registers(project, architecture
 def test_a_crash_after_the_last_epoch_resumes_only_with_the_same_settings(project, monkeypatch):
     """Killed after its last checkpoint, before its outputs: a rerun writes them without training
     again; a rerun with other settings starts afresh instead."""
-    from components.training import train as training
+    from emoflow.components.training import train as training
 
     monkeypatch.chdir(project)
     params, cell = _params(project, epochs=2, out_dir="models_crash")
@@ -374,7 +374,7 @@ def test_a_spent_time_budget_ends_the_run_and_a_rerun_goes_on_for_another(projec
     """The CPU recipe's parts together: random crops inside the network, SGD with Nesterov
     momentum, plateau decay that survives a restart, and a time budget that keeps the
     checkpoint so that running train again adds a budget."""
-    from components.training.train import train
+    from emoflow.components.training.train import train
 
     monkeypatch.chdir(project)
     recipe = {
@@ -422,10 +422,10 @@ def test_a_spent_time_budget_ends_the_run_and_a_rerun_goes_on_for_another(projec
 
 STALLING_RUN = """
 import sys, time
-from components.training import checkpoints
-from components.settings import load_params
-from components.training.train import train
-from flows.stages import select_cells
+from emoflow.components.training import checkpoints
+from emoflow.components.settings import load_params
+from emoflow.components.training.train import train
+from emoflow.flows.stages import select_cells
 
 save = checkpoints.Checkpoint._save
 stall, stalled = sys.argv[2], sys.argv[3]
@@ -453,7 +453,7 @@ def test_a_killed_training_run_resumes_from_its_last_checkpoint(
     """Killed once its 2nd epoch is trained, just ``before`` or ``after`` that epoch's
     checkpoint is written: the rerun goes on from the last checkpoint in the same MLflow run,
     which ends with each epoch logged once."""
-    from components.training.train import train
+    from emoflow.components.training.train import train
 
     monkeypatch.chdir(project)
     params, cell = _params(project, epochs=4, out_dir=f"models_killed_{stall}")

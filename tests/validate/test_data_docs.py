@@ -7,8 +7,8 @@ from pathlib import Path
 
 import great_expectations
 
-from components import web_assets
-from components.validate import data_docs
+from emoflow.components import web_assets
+from emoflow.components.validate import data_docs
 
 BOOTSTRAP_CSS = "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css"
 POPPER = "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js"

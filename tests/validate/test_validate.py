@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.artifacts import read_json
-from components.ingest.fer2013_csv import read_fer2013_csv
-from components.manifest import (
+from emoflow.components.artifacts import read_json
+from emoflow.components.ingest.fer2013_csv import read_fer2013_csv
+from emoflow.components.manifest import (
     IMAGE_SIZE,
     MANIFEST,
     PIXELS,
@@ -21,8 +21,13 @@ from components.manifest import (
     read_dataset,
     write_dataset,
 )
-from components.settings import IngestSettings, ValidateSettings
-from components.validate.stage import DataValidationError, docs_site, validate, write_reference
+from emoflow.components.settings import IngestSettings, ValidateSettings
+from emoflow.components.validate.stage import (
+    DataValidationError,
+    docs_site,
+    validate,
+    write_reference,
+)
 
 SPLITS = ("train", "val", "test")
 LABELS = ("happy", "sad")
@@ -307,7 +312,7 @@ def test_pixel_statistics_are_checked_against_a_reference_run(tmp_path: Path) ->
 def test_emoflow_reference_records_the_ingested_datasets(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from emoflow.flows.cli import app
     from tests.conftest import write_params
 
     write(tmp_path, "fer2013", make_dataset("fer2013"))
@@ -400,7 +405,7 @@ def test_pixels_are_read_in_blocks_with_the_results_of_reading_them_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Statistics per block of images equal those of the whole array, rows in order."""
-    from components.validate import stage
+    from emoflow.components.validate import stage
 
     folder = write(tmp_path, "fer2013", make_dataset("fer2013"))
     whole = stage._image_table("fer2013", folder)

@@ -4,7 +4,7 @@ Importing this package registers ``fer2013`` and ``ck_plus`` with TFDS. Build th
 Python (the ``tfds`` command line needs apache-beam)::
 
     import tensorflow_datasets as tfds
-    from components.ingest.tfds_builders import Fer2013
+    from emoflow.components.ingest.tfds_builders import Fer2013
 
     builder = Fer2013(data_dir="~/tensorflow_datasets")
     builder.download_and_prepare(
@@ -16,7 +16,7 @@ Both read the files with the same functions as the ``ingest`` stage, so a TFDS u
 the pipeline see the same images, labels and splits (those of ``IngestSettings()``).
 """
 
-from components.ingest.tfds_builders.ck_plus import CkPlus
-from components.ingest.tfds_builders.fer2013 import Fer2013
+from emoflow.components.ingest.tfds_builders.ck_plus import CkPlus
+from emoflow.components.ingest.tfds_builders.fer2013 import Fer2013
 
 __all__ = ["CkPlus", "Fer2013"]

@@ -7,9 +7,15 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from components.ingest.stage import read_ckplus
-from components.ingest.tfds_builders.features import HOMEPAGE, examples, features, splits
-from components.settings import IngestSettings
+from emoflow.components.ingest.stage import read_ckplus
+from emoflow.components.ingest.tfds_builders.features import (
+    BUILDERS_DIR,
+    HOMEPAGE,
+    examples,
+    features,
+    splits,
+)
+from emoflow.components.settings import IngestSettings
 
 CITATION = """@inproceedings{lucey2010extended,
   title={The Extended Cohn-Kanade Dataset (CK+): A complete dataset for action unit and emotion-specified expression},
@@ -23,6 +29,8 @@ class CkPlus(tfds.core.GeneratorBasedBuilder):
     """CK+: posed expression sequences; peak frames labelled, first neutral, split by subject."""
 
     VERSION = tfds.core.Version("1.0.0")
+    pkg_dir_path = BUILDERS_DIR
+    code_path = tfds.core.Path(__file__)
     RELEASE_NOTES = {"1.0.0": "First release, parsed by EmoFlow's ingest stage."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     CK+ is distributed by the University of Pittsburgh after signing its agreement

@@ -7,11 +7,14 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from components import labels
-from components.manifest import IMAGE_SIZE, Dataset
+from emoflow.components import labels
+from emoflow.components.manifest import IMAGE_SIZE, Dataset
 
 SPLITS = ("train", "val", "test")
 HOMEPAGE = "https://github.com/thoughtworksarts/EmoPy"
+# Where the builders' code and metadata are, told rather than inferred: TFDS infers them from
+# the top package (``emoflow``), a namespace package that an editable install cannot resolve.
+BUILDERS_DIR = tfds.core.Path(__file__).parent
 
 
 def features(**extra: tfds.features.FeatureConnector) -> tfds.features.FeaturesDict:

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from components.ingest.bad_records import IngestError
-from components.ingest.stage import read_fer2013
-from components.ingest.tfds_builders.features import HOMEPAGE, examples, features, splits
-from components.settings import IngestSettings
+from emoflow.components.ingest.bad_records import IngestError
+from emoflow.components.ingest.stage import read_fer2013
+from emoflow.components.ingest.tfds_builders.features import (
+    BUILDERS_DIR,
+    HOMEPAGE,
+    examples,
+    features,
+    splits,
+)
+from emoflow.components.settings import IngestSettings
 
 CSV_NAMES = ("fer2013.csv.gz", "fer2013.csv")
 FERPLUS_NAME = "fer2013new.csv"
@@ -32,6 +38,8 @@ class Fer2013(tfds.core.GeneratorBasedBuilder):
     """FER2013: 48x48 grey web faces, 7 emotions; the ``ferplus`` config relabels by FER+ votes."""
 
     VERSION = tfds.core.Version("1.0.0")
+    pkg_dir_path = BUILDERS_DIR
+    code_path = tfds.core.Path(__file__)
     RELEASE_NOTES = {"1.0.0": "First release, parsed by EmoFlow's ingest stage."}
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(
