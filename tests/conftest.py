@@ -58,6 +58,17 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return uri
 
 
+# MLflow's scoring app marks the whole process as its serving environment when it is built
+# (os.environ, never taken back), and a served model then refuses file paths. Tests build that
+# app in-process; the mark must not outlive one, nor reach the processes later tests start.
+SERVING_MARKER = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"
+
+
+@pytest.fixture(autouse=True)
+def not_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SERVING_MARKER, raising=False)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

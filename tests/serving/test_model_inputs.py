@@ -20,10 +20,10 @@ from emoflow.components.serving.model_inputs import (
     pending_images,
 )
 from emoflow.components.settings import ServeSettings
+from tests.conftest import SERVING_MARKER
 from tests.consumers import png
 
 SETTINGS = ServeSettings(max_images=8)
-SERVING_MARKER = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"
 
 
 def photo(height: int = 60, width: int = 80) -> np.ndarray:
@@ -201,7 +201,6 @@ def test_without_file_reading_a_path_is_refused_and_a_string_is_only_base64(phot
 
 
 def test_files_are_read_in_process_only(monkeypatch):
-    monkeypatch.delenv(SERVING_MARKER, raising=False)
     assert files_allowed(None) and files_allowed({})
     assert not files_allowed({"read_files": False})
     monkeypatch.setenv(SERVING_MARKER, "true")  # what MLflow's scoring server sets

@@ -29,7 +29,6 @@ from emoflow.components.serving.stored_model import CODE_FILE, example_base64, e
 from emoflow.components.settings import SampleSettings
 from tests.consumers import EMOTIONS, load_registered, register_tiny_model, tracking
 
-SERVING_MARKER = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"
 TABLE_COLUMNS = ["image", "source", *BOX_COLUMNS, SCORE_COLUMN, *EMOTIONS, "emotion"]
 
 
@@ -89,9 +88,7 @@ def test_the_model_is_stored_as_code_with_its_detector_and_nothing_is_pickled(lo
     assert DETECTOR_ARTIFACT in flavor["artifacts"]
 
 
-def test_the_example_is_a_face_in_the_rest_form_and_scores_in_process_and_over_rest(
-    logged, monkeypatch
-):
+def test_the_example_is_a_face_in_the_rest_form_and_scores_in_process_and_over_rest(logged):
     model_uri, uri, _, local = logged
     stored = Model.load(local)
     example, params = stored.load_input_example(local), stored.load_input_example_params(local)
@@ -108,8 +105,6 @@ def test_the_example_is_a_face_in_the_rest_form_and_scores_in_process_and_over_r
     table = model.predict(example, params=params)
     assert list(table.columns) == TABLE_COLUMNS and len(table) == 1
     assert table[list(BOX_COLUMNS)].iloc[0].tolist() == [0, 0, 48, 48], "the face, whole"
-    # MLflow's server marks its process as serving: taken back after the test
-    monkeypatch.setenv(SERVING_MARKER, "false")
     answer = asyncio.run(invoke(scoring_server.init(model), request))
     assert answer.status_code == 200, answer.text
     [row] = answer.json()["predictions"]
