@@ -16,6 +16,7 @@ import cv2
 import keras
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from emoflow.components.model_input import to_model_input
@@ -77,6 +78,11 @@ def register_tiny_model(
 def load_registered(model_uri: str, tracking_uri: str):
     with tracking(tracking_uri):
         return mlflow.pyfunc.load_model(model_uri)
+
+
+def image_column(images) -> pd.DataFrame:
+    """The form the model's input schema admits: one image per cell of the ``image`` column."""
+    return pd.DataFrame({"image": list(images)})
 
 
 @functools.cache

@@ -137,8 +137,9 @@ def registered_model_description(name: str, cell: ModelCell) -> str:
         )
     else:
         takes = (
-            "photos (arrays, encoded bytes or base64 text; file paths in-process) or 48x48 "
-            "face crops; one row per face found, with its box and a probability per emotion"
+            "an `image` column, one photo per cell (an array, encoded bytes or base64 text; "
+            "a file path in-process) or one 48x48 face crop per cell; one row per face found, "
+            "with its box and a probability per emotion"
         )
     return "\n".join(
         [

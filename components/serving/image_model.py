@@ -24,18 +24,22 @@ strings, are in ``components.serving.model_inputs``.
 through detection), ``detect`` (always detect, also in 48x48 arrays) or ``faces`` (every
 image is one face crop of any size: no detection, the box is the whole image).
 
-There is no input schema in the signature: MLflow enforces any input schema before the model
-sees its input, and no schema admits every form above. A column schema (an ``image`` column
-of base64 text or bytes) refuses face-crop arrays, photo arrays, a lone bytes value or path,
-and lists: MLflow turns a 3-D array into a DataFrame, which fails, and looks for the column
-in the others; a tensor schema refuses encoded images. Enforcement would also answer a
-mismatch with MLflow's own message, which quotes the request's data. What a schema would
-show, the input example shows instead (``components.serving.stored_model``): one face as a
-base64 PNG in the ``image`` column with ``mode: faces``, which MLflow turns into the REST
-request that scores it (``serving_input_example.json``) and scores through its serving path
-as it logs the model. The output schema describes the image form; the params schema lets
-``mode`` and ``channel_order`` reach the model, also through REST; any other param is refused
-by name.
+The input schema is one ``image`` column of MLflow's type ``any``: one image per cell, in any
+of the forms above (base64 text, bytes, a path in-process, a pixel array). MLflow enforces it
+before the model sees its input, so through ``mlflow.pyfunc.load_model`` the input is a
+DataFrame with that column (the REST ``dataframe_split`` / ``dataframe_records`` forms) or a
+dict ``{"image": [...]}`` (REST ``inputs``, which MLflow hands over as one cell holding the
+list: a cell holding a list of strings or bytes is that many images). A column of face-crop
+arrays, every cell [48, 48], is face crops in ``auto`` mode. The bare forms (a list, a batch
+array, a lone value) are refused there, by MLflow, naming the missing column; they stay
+open in-process on the unwrapped model (``unwrap_python_model()``, which ``emoflow
+predict`` and ``Recognizer`` use). A string or binary column would refuse arrays, and a
+tensor schema refuses encoded images. The input example (``components.serving.stored_model``)
+is one face as a base64 PNG in the ``image`` column with ``mode: faces``, which MLflow turns
+into the REST request that scores it (``serving_input_example.json``) and scores through its
+serving path as it logs the model. The output schema describes the image form; the params
+schema lets ``mode`` and ``channel_order`` reach the model, also through REST; any other
+param is refused by name.
 
 Bounded per call (``serve:`` limits, ``components.serving.model_inputs``): the whole call is
 measured from the images' headers before any is decoded; then images are decoded one at a
@@ -78,7 +82,7 @@ from mlflow.protos.databricks_pb2 import (
     TEMPORARILY_UNAVAILABLE,
 )
 from mlflow.pyfunc.context import get_prediction_context
-from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from emoflow.components.errors import EmoFlowError
 from emoflow.components.face_views import load_network, tta_views, view_margin
@@ -454,7 +458,8 @@ def signature(emotions: tuple[str, ...] | list[str]) -> ModelSignature:
         ]
     )
     params = ParamSchema([ParamSpec(name, "string", default) for name, default in PARAMS.items()])
-    return ModelSignature(inputs=None, outputs=outputs, params=params)
+    inputs = Schema([ColSpec(AnyType(), IMAGE_COLUMN)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 def input_example() -> tuple[pd.DataFrame, dict[str, str]]:

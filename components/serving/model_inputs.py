@@ -9,14 +9,16 @@ tested (``tests/serving/test_model_inputs.py``).
 Arrays (numpy):
 
 1. Face crops, classified as they are (modes ``auto`` and ``faces``): [N, 48, 48],
-   [N, 48, 48, 1], N flat rows [N, 2304] (also a DataFrame of 2304 columns), and one crop
-   [48, 48] or [48, 48, 1]. So a 48x48 gray photo is taken as a face (``mode=detect``
+   [N, 48, 48, 1], N flat rows [N, 2304] (also a DataFrame of 2304 columns, or an ``image``
+   column whose every cell is a [48, 48] array: the form MLflow's input schema lets through),
+   and one crop [48, 48] or [48, 48, 1]. So a 48x48 gray photo is taken as a face (``mode=detect``
    searches it instead), and a 2304-pixel-wide gray photo with N rows as N crops.
 2. A last axis of 1, 3 or 4 is channels: [H, W, C] is one image, [N, H, W, C] N images.
 3. [H, W] is one gray image; [N, H, W] (a last axis other than 1, 3 or 4) N gray images.
 
 Anything else is a sequence of images, one per item: a list, tuple or Series, a DataFrame's
-``image`` column, a dict's ``image`` key (REST ``inputs``), or one bytes or string value.
+``image`` column (a cell holding a list of strings or bytes is that many images), a dict's
+``image`` key (REST ``inputs``), or one bytes or string value.
 An item is an array (rules 2 and 3 for one image), encoded bytes (PNG, JPEG, BMP, WebP,
 TIFF), a path, or a string:
 
@@ -62,6 +64,7 @@ IMAGE_COLUMN = "image"
 READ_FILES = "read_files"  # the model_config key that can turn file reading off
 MAX_PATH_CHARS = 4096  # Linux's PATH_MAX: a longer string names no file
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+CROP_SHAPES = ((IMAGE_SIZE, IMAGE_SIZE), (IMAGE_SIZE, IMAGE_SIZE, 1))
 
 
 def files_allowed(model_config: dict | None) -> bool:
@@ -77,19 +80,45 @@ def face_array(model_input, settings: ServeSettings) -> np.ndarray | None:
     """Rule 1: face crops as uint8 [N, 48, 48]; None for every other input. They count
     toward ``max_images``, checked before they are converted."""
     if isinstance(model_input, pd.DataFrame):
-        if IMAGE_COLUMN in model_input.columns or model_input.shape[1] != IMAGE_SIZE * IMAGE_SIZE:
+        if IMAGE_COLUMN in model_input.columns:
+            return _crop_column(model_input[IMAGE_COLUMN], settings)
+        if model_input.shape[1] != IMAGE_SIZE * IMAGE_SIZE:
             return None
         model_input = model_input.to_numpy()
     if not isinstance(model_input, np.ndarray) or model_input.dtype.kind not in "uif":
         return None
     shape, crop = model_input.shape, (IMAGE_SIZE, IMAGE_SIZE)
     flat = len(shape) == 2 and shape[1] == IMAGE_SIZE * IMAGE_SIZE
-    crops = shape[1:] in (crop, (*crop, 1)) or shape in (crop, (*crop, 1))
+    crops = shape[1:] in CROP_SHAPES or shape in CROP_SHAPES
     if not (flat or crops):
         return None
-    faces = model_input.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    faces = model_input.reshape(-1, *crop)
     _check_count(len(faces), "face crops", settings)
     return as_uint8(faces, "face array")
+
+
+def _crop_column(cells: pd.Series, settings: ServeSettings) -> np.ndarray | None:
+    """An ``image`` column whose every cell is one crop, an array or nested pixel lists (REST
+    JSON): the face-crop form as MLflow's input schema lets it through. None for any other
+    column; its count is checked once its first cell shows it is crops."""
+    if cells.empty or not _is_crop(cells.iloc[0]):
+        return None
+    _check_count(len(cells), "face crops", settings)
+    if not all(map(_is_crop, cells)):
+        return None
+    faces = np.stack([np.asarray(cell).reshape(IMAGE_SIZE, IMAGE_SIZE) for cell in cells])
+    if faces.dtype.kind not in "uif":
+        return None
+    return as_uint8(faces, "face array")
+
+
+def _is_crop(cell) -> bool:
+    if not isinstance(cell, (np.ndarray, list)):
+        return False
+    try:
+        return np.shape(cell) in CROP_SHAPES
+    except ValueError:  # ragged nested lists: not a crop (and not an image either)
+        return False
 
 
 def pending_images(model_input, settings: ServeSettings, files: bool) -> list[PendingImage]:
@@ -131,7 +160,7 @@ def image_items(model_input) -> list:
                 f"a DataFrame needs an {IMAGE_COLUMN!r} column (base64 text, bytes or pixel "
                 f"arrays); got columns {[str(c) for c in model_input.columns[:8]]}"
             )
-        return list(model_input[IMAGE_COLUMN])
+        return [item for cell in model_input[IMAGE_COLUMN] for item in _cell_items(cell)]
     if isinstance(model_input, dict):
         if IMAGE_COLUMN not in model_input:
             raise ImageError(
@@ -148,6 +177,16 @@ def image_items(model_input) -> list:
         f"unsupported input type {type(model_input).__name__}: see "
         "components/serving/model_inputs.py"
     )
+
+
+def _cell_items(cell) -> list:
+    """One cell of the ``image`` column -> its images: a list of strings or bytes is several
+    (MLflow hands REST's ``{"inputs": {"image": [...]}}`` over as one such cell); anything
+    else, nested pixel lists included, is one."""
+    several = isinstance(cell, (list, tuple)) and cell
+    if several and all(isinstance(item, (str, *_BYTES_LIKE)) for item in cell):
+        return list(cell)
+    return [cell]
 
 
 def _array_items(array: np.ndarray) -> list:

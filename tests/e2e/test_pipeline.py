@@ -25,7 +25,7 @@ import pytest
 from emoflow.components import web_assets
 from tests.browser import headless_chromium, page_text, skip_without_browser, wait_for
 from tests.conftest import PREFECT_STARTUP_TIMEOUT, ROOT, TINY_OVERRIDES, deep_merge, write_params
-from tests.consumers import tracking
+from tests.consumers import image_column, tracking
 
 pytestmark = pytest.mark.slow
 PROJECT_FILES = [
@@ -338,7 +338,7 @@ def test_champion_loads_from_the_registry_and_predicts(dvc_project, monkeypatch)
     with tracking(f"sqlite:///{dvc_project / 'mlflow.db'}"):
         model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     faces = np.load(dvc_project / "data/interim/fer2013/pixels.npy")[:5]
-    probabilities = model.predict(faces)
+    probabilities = model.predict(image_column(faces))
     assert list(probabilities.columns) == [
         "angry",
         "disgust",

@@ -103,7 +103,7 @@ def test_the_registered_model_says_what_it_takes_and_points_to_the_cards():
     faces = registered_model_description("emoflow-afs", CELL)
     assert faces.startswith("# emoflow-afs\n")
     assert "3 emotions: angry, fear, surprise." in faces
-    assert "photos (arrays, encoded bytes or base64 text" in faces and "48x48" in faces
+    assert "an `image` column, one photo per cell" in faces and "48x48" in faces
     assert "`champion` is the version to use" in faces and "model card" in faces
     assert ETHICS[0] in faces
     assert "modern" not in faces, "a name's versions may come from several image networks"

@@ -41,6 +41,7 @@ from tests.consumers import (
     best_iou,
     canvas_with_faces,
     detectable_crops,
+    image_column,
     load_registered,
     png,
     register_tiny_model,
@@ -72,12 +73,12 @@ root = sys.argv[1]
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != root and "editable" not in p]
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
 assert importlib.util.find_spec("emoflow") is None, "the checkout is still importable"
-import mlflow, numpy as np
+import mlflow, numpy as np, pandas as pd
 mlflow.set_tracking_uri(sys.argv[2])
 model = mlflow.pyfunc.load_model(sys.argv[3])
 import emoflow.components
 shipped = os.path.dirname(emoflow.components.__file__)
-table = model.predict(np.full((2, 48, 48), 128, np.uint8))
+table = model.predict(pd.DataFrame({"image": list(np.full((2, 48, 48), 128, np.uint8))}))
 print(json.dumps({
     "shipped": sorted(os.path.relpath(os.path.join(d, f), shipped)
                       for d, _, fs in os.walk(shipped) for f in fs if f.endswith(".py")),
@@ -136,17 +137,39 @@ def test_no_face_anywhere_is_an_empty_table_not_an_error(model, scenes):
 
 def test_every_input_form_gives_the_same_rows(model, scenes):
     image = scenes[0][1]
-    expected = model.predict(pd.DataFrame({"image": [png(image)]}))
+    text = base64.b64encode(png(image)).decode()
+    expected = model.predict(image_column([png(image)]))
     forms = [
+        (image_column([image]), None),
+        (image_column([image[..., ::-1]]), {"channel_order": "rgb"}),
+        (image_column([text]), None),
+        ({"image": [text]}, None),  # REST "inputs": MLflow hands the list over as one cell
+        ({"image": np.array([text])}, None),
+    ]
+    for model_input, params in forms:
+        pd.testing.assert_frame_equal(model.predict(model_input, params=params), expected)
+    two = model.predict({"image": [text, png(image)]})
+    assert two["image"].tolist() == [0, 1] and two["source"].tolist() == ["image 0", "image 1"]
+    classifier = model.unwrap_python_model()  # in-process, the bare forms too
+    bare = [
         (png(image), None),
         ([image], None),
         (image[np.newaxis], None),  # an array is a batch
         ([image[..., ::-1]], {"channel_order": "rgb"}),
-        ({"image": np.array([base64.b64encode(png(image)).decode()])}, None),  # REST "inputs"
-        (pd.DataFrame({"image": [image]}), None),
     ]
-    for model_input, params in forms:
-        pd.testing.assert_frame_equal(model.predict(model_input, params=params), expected)
+    for model_input, params in bare:
+        pd.testing.assert_frame_equal(classifier.predict(None, model_input, params), expected)
+
+
+def test_the_input_schema_is_the_image_column_and_mlflow_holds_callers_to_it(model, scenes):
+    schema = model.metadata.signature.inputs
+    assert schema.to_dict() == [{"type": "any", "name": "image", "required": True}]
+    image = png(scenes[0][1])
+    with pytest.raises(MlflowException, match=r"missing inputs \['image'\]") as raised:
+        model.predict([image])  # a bare list: MLflow looks for the column, before the model
+    assert raised.value.get_http_status_code() == 400
+    with pytest.raises(RequestError, match=r"a DataFrame needs an 'image' column"):
+        model.unwrap_python_model().predict(None, pd.DataFrame({"pixels": [image]}))
 
 
 def test_the_peers_forms_give_the_same_faces_named_by_their_path(model, scenes, tmp_path):
@@ -162,14 +185,16 @@ def test_the_peers_forms_give_the_same_faces_named_by_their_path(model, scenes, 
         (str(path), str(path)),
         (path, str(path)),
     ]
+    classifier = model.unwrap_python_model()
     for model_input, source in forms:
-        result = model.predict(model_input)
+        result = classifier.predict(None, model_input)
         assert result["source"].tolist() == [source]
         pd.testing.assert_frame_equal(
             result.drop(columns="source"), expected.drop(columns="source")
         )
-    mixed = model.predict([image, str(path)])
-    assert mixed["image"].tolist() == [0, 1] and mixed["source"].tolist() == ["image 0", str(path)]
+    mixed = model.predict(image_column([image, str(path), path]))  # the schema's form
+    assert mixed["image"].tolist() == [0, 1, 2]
+    assert mixed["source"].tolist() == ["image 0", str(path), str(path)]
 
 
 def test_a_model_loaded_without_file_reading_takes_strings_as_base64(registered, tmp_path):
@@ -179,21 +204,23 @@ def test_a_model_loaded_without_file_reading_takes_strings_as_base64(registered,
     with tracking(uri):
         strict = mlflow.pyfunc.load_model(model_uri, model_config={"read_files": False})
     with pytest.raises(MlflowException, match="image 0: a string must be a base64-encoded image"):
-        strict.predict(str(path))
+        strict.predict(image_column([str(path)]))
     with pytest.raises(MlflowException, match="file paths are read in-process only"):
-        strict.predict(path)
+        strict.predict(image_column([path]))
 
 
 def test_face_crop_arrays_keep_the_skeleton_contract(model):
     faces = np.stack(detectable_crops(3))
     network = model.unwrap_python_model().network
     direct = network.predict(to_model_input(faces), verbose=0)
-    result = model.predict(faces)
+    result = model.predict(image_column(faces))  # a column of 48x48 arrays
     assert list(result.columns) == list(EMOTIONS)
     np.testing.assert_allclose(result.to_numpy(), direct, atol=1e-6)
+    classifier = model.unwrap_python_model()
     flat = pd.DataFrame(faces.reshape(3, -1))  # 2304 pixel columns
-    pd.testing.assert_frame_equal(model.predict(flat), result)
-    detected = model.predict(faces, params={"mode": "detect"})  # the same arrays as images
+    for bare in (faces, flat):
+        pd.testing.assert_frame_equal(classifier.predict(None, bare), result)
+    detected = model.predict(image_column(faces), params={"mode": "detect"})  # as images
     assert list(detected.columns) == TABLE_COLUMNS
 
 
@@ -205,7 +232,7 @@ def test_faces_mode_takes_each_image_as_one_face(model):
     )
     assert result["image"].tolist() == [0, 1]
     assert result[list(BOX_COLUMNS)].to_numpy().tolist() == [[0, 0, 96, 96]] * 2
-    crops = model.predict(np.stack(faces))
+    crops = model.predict(image_column(faces))
     np.testing.assert_allclose(result[list(EMOTIONS)].to_numpy(), crops.to_numpy(), atol=1e-6)
 
 
@@ -230,11 +257,11 @@ def test_the_network_reads_what_training_reads(model, scenes, tmp_path):
         ((training_tensor, _),) = scoring_batches(
             tmp_path, ["test"], ("happy", "sad"), 8
         ).as_numpy_iterator()
-        model.predict(faces)
+        model.predict(image_column(faces))
         np.testing.assert_array_equal(seen[-1], training_tensor)
 
         image = scenes[0][1]
-        row = model.predict([image]).iloc[0]
+        row = model.predict(image_column([image])).iloc[0]
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         crop = crop_faces(gray, np.array([row[list(BOX_COLUMNS)].to_numpy(np.int64)]), margin=0.1)
         np.testing.assert_array_equal(seen[-1], to_model_input(crop).numpy())
@@ -246,15 +273,15 @@ def test_the_network_reads_what_training_reads(model, scenes, tmp_path):
     ("model_input", "params", "message"),
     [
         (
-            pd.DataFrame({"image": [png(np.zeros((60, 60), np.uint8)), b"\x89PNG nope"]}),
+            image_column([png(np.zeros((60, 60), np.uint8)), b"\x89PNG nope"]),
             None,
             r"image 1: not an image",
         ),
-        (pd.DataFrame({"pixels": ["x"]}), None, r"a DataFrame needs an 'image' column"),
-        ([np.zeros((60, 60), np.uint8)] * 5, None, r"5 images in one call, over the limit of 4"),
-        ([np.zeros((60, 60), np.float32) + 0.5], None, r"image 0: pixels must be whole numbers"),
-        ([b"x"], {"mode": "guess"}, r"params.mode must be one of auto, detect, faces, got 'guess'"),
-        ([b"x"], {"channel_order": "gbr"}, r"params.channel_order must be one of bgr, rgb"),
+        (pd.DataFrame({"pixels": ["x"]}), None, r"missing inputs \['image'\]"),
+        (image_column([np.zeros((60, 60), np.uint8)] * 5), None, r"5 images in one call, over"),
+        (image_column([np.zeros((60, 60), np.float32) + 0.5]), None, r"must be whole numbers"),
+        (image_column([b"x"]), {"mode": "guess"}, r"params.mode must be one of auto, detect"),
+        (image_column([b"x"]), {"channel_order": "gbr"}, r"params.channel_order must be one of"),
     ],
 )
 def test_bad_inputs_are_invalid_parameter_errors(model, model_input, params, message):
@@ -270,7 +297,6 @@ def test_the_model_carries_its_detector_and_serve_settings(model):
     assert detector.name == HAAR_CASCADE.name and detector != HAAR_CASCADE  # a copy in the model
     assert detector.read_bytes() == HAAR_CASCADE.read_bytes()
     signature = model.metadata.signature
-    assert signature.inputs is None
     assert {p.name: p.default for p in signature.params.params} == {
         "mode": "auto",
         "channel_order": "bgr",
@@ -283,22 +309,24 @@ def test_unknown_params_are_refused_by_name(model):
     with pytest.raises(
         MlflowException, match=r"unknown params mdoe, x: this model takes mode"
     ) as raised:
-        model.predict([png(np.zeros((60, 60), np.uint8))], params={"mdoe": "faces", "x": "1"})
+        blank = image_column([png(np.zeros((60, 60), np.uint8))])
+        model.predict(blank, params={"mdoe": "faces", "x": "1"})
     assert raised.value.get_http_status_code() == 400
     classifier = model.unwrap_python_model()  # in-process calls are held to the same rule
     with pytest.raises(RequestError, match=r"unknown params mdoe"):
         classifier.predict(None, [np.zeros((60, 60), np.uint8)], {"mdoe": "faces"})
-    assert model.predict(np.zeros((1, 48, 48), np.uint8), params={"mode": "faces"}).shape == (1, 7)
+    crop = image_column([np.zeros((48, 48), np.uint8)])
+    assert model.predict(crop, params={"mode": "faces"}).shape == (1, 7)
 
 
 @pytest.mark.parametrize(
     ("model_input", "params"),
     [
-        ([png(np.zeros((1, 20000), np.uint8))], None),  # shrunk to detect, it had no rows left
-        ([png(np.zeros((20000, 1), np.uint8))], None),
-        (np.zeros((1, 1, 5000), np.uint8), None),  # one 1x5000 image
-        ([png(np.zeros((1, 20000), np.uint8))], {"mode": "faces"}),
-        (np.zeros((1, 1, 5000), np.uint8), {"mode": "faces"}),
+        (image_column([png(np.zeros((1, 20000), np.uint8))]), None),  # shrunk to detect: no rows
+        (image_column([png(np.zeros((20000, 1), np.uint8))]), None),
+        (image_column([np.zeros((1, 5000), np.uint8)]), None),
+        (image_column([png(np.zeros((1, 20000), np.uint8))]), {"mode": "faces"}),
+        (image_column([np.zeros((1, 5000), np.uint8)]), {"mode": "faces"}),
     ],
 )
 def test_slivers_are_images_without_faces_not_crashes(model, model_input, params):
@@ -317,7 +345,7 @@ def test_an_image_opencv_fails_on_is_a_400_naming_it_without_a_stack_trace(model
     monkeypatch.setattr(classifier.finder, "detect", fails)
     images = [np.zeros((60, 60), np.uint8), np.zeros((70, 50), np.uint8)]
     with pytest.raises(MlflowException) as raised:
-        model.predict(images)
+        model.predict(image_column(images))
     error = raised.value
     assert error.get_http_status_code() == 400
     assert error.message == "image 0: OpenCV cannot process this 60x60 image"
@@ -336,7 +364,8 @@ def test_a_large_jpeg_is_decoded_reduced_and_its_boxes_are_in_its_own_pixels(mod
     (crop,) = detectable_crops(1)
     image, (placed,) = canvas_with_faces([crop], size=(2800, 1500), side=600)
     jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
-    result = model.predict([jpeg])  # decoded at 1/2 scale: still over detect_max_side (1280)
+    # decoded at 1/2 scale: still over detect_max_side (1280)
+    result = model.predict(image_column([jpeg]))
     assert len(result) == 1
     assert best_iou(placed, [result[list(BOX_COLUMNS)].to_numpy()[0]]) > 0.6
 
@@ -358,7 +387,7 @@ def test_a_call_past_its_deadline_stops_between_images(model, monkeypatch):
     monkeypatch.setattr(classifier.finder, "detect", slow)
     started = time.monotonic()
     with pytest.raises(MlflowException, match=r"the call ran past its limit of 0.5 s") as raised:
-        model.predict([np.zeros((60, 60), np.uint8)] * 4)  # the most this model takes
+        model.predict(image_column([np.zeros((60, 60), np.uint8)] * 4))  # the most it takes
     assert raised.value.get_http_status_code() == 504
     assert 1 <= len(searched) < 4 and time.monotonic() - started < 0.5 + 0.3 + 1.0
     assert raised.value.message.startswith(f"image {len(searched)}: not searched")

@@ -101,8 +101,10 @@ def test_face_crop_arrays_are_recognised_first(shape):
         np.zeros((48, 48, 3), np.uint8),
         np.zeros((2, 48, 48, 3), np.uint8),
         np.zeros((60, 80), np.uint8),
-        [np.zeros((48, 48), np.uint8)],  # a list is always images to search
-        pd.DataFrame({"image": [np.zeros((48, 48), np.uint8)]}),
+        [np.zeros((48, 48), np.uint8)],  # a bare list is always images to search
+        pd.DataFrame({"image": [np.zeros((48, 48), np.uint8), np.zeros((60, 80), np.uint8)]}),
+        pd.DataFrame({"image": [np.zeros((48, 48), np.uint8), "aGVsbG8="]}),
+        pd.DataFrame({"image": [[[0] * 48] * 47 + [[0] * 5]]}),  # ragged pixel rows
     ],
 )
 def test_other_arrays_and_sequences_are_not_face_crops(model_input):
@@ -112,6 +114,31 @@ def test_other_arrays_and_sequences_are_not_face_crops(model_input):
 def test_a_flat_2304_column_frame_is_face_crops():
     faces = face_array(pd.DataFrame(np.zeros((2, 2304), np.uint8)), SETTINGS)
     assert faces.shape == (2, 48, 48)
+
+
+def test_an_image_column_of_crops_is_face_crops_as_the_input_schema_passes_them():
+    """Arrays from an in-process DataFrame, nested lists from REST JSON, with or without a
+    channel axis; their count is refused before they are stacked."""
+    crop = np.full((48, 48), 7, np.uint8)
+    column = pd.DataFrame({"image": [crop, crop[..., np.newaxis], crop.tolist()]})
+    faces = face_array(column, SETTINGS)
+    assert faces.shape == (3, 48, 48) and faces.dtype == np.uint8 and (faces == 7).all()
+    with pytest.raises(ImageError, match="9 face crops in one call, over the limit of 8"):
+        face_array(pd.DataFrame({"image": [crop] * 9}), SETTINGS)
+    with pytest.raises(ImageError, match="face array"):
+        face_array(pd.DataFrame({"image": [np.full((48, 48), 300)]}), SETTINGS)
+
+
+def test_a_cell_holding_a_list_of_strings_or_bytes_is_that_many_images():
+    """MLflow hands REST's ``{"inputs": {"image": [...]}}`` over as one cell holding the list."""
+    encoded = [png(photo()), base64.b64encode(png(photo(30, 40))).decode()]
+    images = read(pd.DataFrame({"image": [encoded]}))
+    assert [(i.name, i.gray.shape) for i in images] == [
+        ("image 0", (60, 80)),
+        ("image 1", (30, 40)),
+    ]
+    (pixels,) = read(pd.DataFrame({"image": [np.zeros((20, 30), np.uint8).tolist()]}))
+    assert pixels.gray.shape == (20, 30), "nested pixel rows are one image"
 
 
 def test_an_array_of_no_image_shape_is_a_named_error():

@@ -98,7 +98,7 @@ def test_the_example_is_a_face_in_the_rest_form_and_scores_in_process_and_over_r
         "dataframe_split": {"columns": ["image"], "data": [[example_base64()]]},
         "params": {"mode": "faces"},
     }
-    assert stored.signature.inputs is None, "no schema admits every input form: see image_model"
+    assert stored.signature.inputs.input_names() == ["image"], "one image per cell, any form"
     assert [p.name for p in stored.signature.params.params] == ["mode", "channel_order"]
 
     model = load_registered(model_uri, uri)

@@ -24,6 +24,7 @@ from emoflow.components.settings import load_params
 from emoflow.components.training import checkpoints, multi_worker
 from emoflow.components.training.runtime import distribution_strategy
 from tests.conftest import TINY_OVERRIDES, write_params
+from tests.consumers import image_column
 from tests.processes import free_ports, log_tail, started
 
 EMOTIONS = ["angry", "happy", "surprise"]
@@ -114,7 +115,7 @@ def test_two_workers_train_one_model_that_only_the_chief_writes(project, tmp_pat
 
     version = mlflow.register_model(written["model_uri"], "multi-worker-convnn")
     model = mlflow.pyfunc.load_model(f"models:/multi-worker-convnn/{version.version}")
-    faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    faces = image_column(np.random.default_rng(0).integers(0, 256, (2, 48, 48), np.uint8))
     with pytest.warns(SyntheticSampleWarning):
         probabilities = model.predict(faces)
     assert list(probabilities.columns) == EMOTIONS

@@ -40,6 +40,7 @@ from emoflow.components.training import checkpoints
 from emoflow.components.training.checkpoints import ResumableEarlyStopping, Resumed
 from emoflow.flows import stages
 from tests.conftest import ROOT, TINY_OVERRIDES, write_params
+from tests.consumers import image_column
 
 EMOTIONS = ["angry", "happy", "surprise"]
 # One epoch of the smallest networks: each architecture's plumbing, not its accuracy.
@@ -304,8 +305,8 @@ def test_every_architecture_trains_evaluates_and_registers(project, architecture
         faces = np.random.default_rng(0).integers(
             0, 256, (2, params.train.time_delay, 48, 48), dtype=np.uint8
         )
-    else:
-        faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    else:  # the image model's input schema: a column of face crops
+        faces = image_column(np.random.default_rng(0).integers(0, 256, (2, 48, 48), np.uint8))
     with pytest.warns(SyntheticSampleWarning, match="synthetic sample"):
         probabilities = model.predict(faces)
     assert list(probabilities.columns) == EMOTIONS
