@@ -133,7 +133,7 @@ def test_trainings_started_side_by_side_on_a_fresh_store_all_open_it(tmp_path, m
     grid's cells on Dask workers) must not race each other into "table already exists"."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     opener = (
-        "import sys; from components import mlflow_store; "
+        "import sys; from emoflow.components import mlflow_store; "
         "from emoflow.components.settings import MlflowSettings; "
         "mlflow_store.connect(MlflowSettings(tracking_uri=sys.argv[1]), create=True)"
     )
