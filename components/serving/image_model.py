@@ -30,10 +30,10 @@ before the model sees its input, so through ``mlflow.pyfunc.load_model`` the inp
 DataFrame with that column (the REST ``dataframe_split`` / ``dataframe_records`` forms) or a
 dict ``{"image": [...]}`` (REST ``inputs``, which MLflow hands over as one cell holding the
 list: a cell holding a list of strings or bytes is that many images). A column of face-crop
-arrays, every cell [48, 48], is face crops in ``auto`` mode. The bare forms (a list, a batch
-array, a lone value) are refused there, by MLflow, naming the missing column; they stay
-open in-process on the unwrapped model (``unwrap_python_model()``, which ``emoflow
-predict`` and ``Recognizer`` use). A string or binary column would refuse arrays, and a
+arrays, every cell [48, 48], is face crops (modes ``auto`` and ``faces``). The bare forms (a
+list, a batch array, a lone value) are refused there, by MLflow, naming the missing column;
+they stay open in-process on the unwrapped model (``unwrap_python_model()``, which
+``emoflow predict`` and ``Recognizer`` use). A string or binary column would refuse arrays, and a
 tensor schema refuses encoded images. The input example (``components.serving.stored_model``)
 is one face as a base64 PNG in the ``image`` column with ``mode: faces``, which MLflow turns
 into the REST request that scores it (``serving_input_example.json``) and scores through its
