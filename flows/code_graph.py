@@ -18,6 +18,7 @@ from pathlib import Path
 
 PACKAGE = "emoflow"  # the namespace the project's packages install under
 PROJECT_PACKAGES = ("components", "flows")  # its packages, and their folders at the top
+COMPONENTS = f"{PACKAGE}.components"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout, or site-packages/emoflow
 
 
@@ -118,9 +119,6 @@ ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
     "training": frozenset({ROOT, "records", "serving"}),
     "judging": frozenset({ROOT, "records"}),
 }
-
-
-COMPONENTS = f"{PACKAGE}.components"
 
 
 def part_of(module: str) -> str:
